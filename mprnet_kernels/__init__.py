@@ -1,0 +1,14 @@
+"""mprnet-kernels: fused kernels and a drop-in fast MPRNet.
+
+    import mprnet_kernels                 # registers torch.ops.mprnet.*
+    mprnet_kernels.ops.sam_gate(x1, z, x)
+    mprnet_kernels.reference.MPRNet(...)  # the pure-PyTorch oracle
+"""
+
+from . import _extension  # noqa: F401  (loads the compiled ops first)
+from . import ops
+from ._build_info import build_info
+from .checkpoint import load_checkpoint
+from .version import __version__
+
+__all__ = ["build_info", "load_checkpoint", "ops", "__version__"]

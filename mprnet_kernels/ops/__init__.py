@@ -1,0 +1,10 @@
+"""The fused ops, one file each: fake function, autograd, CUDA dispatch and public function.
+
+Importing this package registers all of that with torch.ops.mprnet (the C++ library names this
+module as the home of its fake functions).
+"""
+
+from ._backend import available_backends, cuda_backend, set_cuda_backend
+from .sam_gate import sam_gate
+
+__all__ = ["available_backends", "cuda_backend", "sam_gate", "set_cuda_backend"]

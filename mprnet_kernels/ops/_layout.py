@@ -1,0 +1,19 @@
+"""The output layout rule of csrc/common/layout.h, for the fake (meta) functions.
+
+Fake tensors must carry the strides the real kernels produce, or a compiled graph would
+disagree with eager execution: channels_last when the reference input is 4-D and dense in
+channels_last order (and not also plainly contiguous), contiguous otherwise.
+"""
+
+import torch
+
+
+def output_memory_format(t: torch.Tensor) -> torch.memory_format:
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def empty_output(t: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor shaped like `t`, in its output layout (as the kernels allocate)."""
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device, memory_format=output_memory_format(t))

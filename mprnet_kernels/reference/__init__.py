@@ -1,0 +1,50 @@
+"""Pure-PyTorch reference MPRNet and losses: the oracle every test and benchmark compares to.
+
+Written from ``spec/MPRNET.md``; it imports nothing else from ``mprnet_kernels`` and is never
+optimised, so that it stays an independent, readable statement of the numbers to reproduce.
+"""
+
+from .blocks import (
+    CAB,
+    ORB,
+    SAM,
+    CALayer,
+    Decoder,
+    DownSample,
+    Encoder,
+    ORSNet,
+    SkipUpSample,
+    UpSample,
+    conv,
+)
+from .losses import (
+    CharbonnierLoss,
+    EdgeLoss,
+    MPRNetLoss,
+    charbonnier_loss,
+    edge_loss,
+    laplacian,
+)
+from .model import PRESETS, MPRNet
+
+__all__ = [
+    "MPRNet",
+    "PRESETS",
+    "conv",
+    "CALayer",
+    "CAB",
+    "SAM",
+    "DownSample",
+    "UpSample",
+    "SkipUpSample",
+    "Encoder",
+    "Decoder",
+    "ORB",
+    "ORSNet",
+    "CharbonnierLoss",
+    "EdgeLoss",
+    "MPRNetLoss",
+    "charbonnier_loss",
+    "edge_loss",
+    "laplacian",
+]

@@ -1,0 +1,154 @@
+"""The reference MPRNet (three-stage progressive restoration), written from ``spec/MPRNET.md``.
+
+This is the oracle for the whole library: a faithful, unoptimised eager implementation whose
+state_dict keys, shapes and numbers match checkpoints trained with the upstream code.  It runs
+the four stage-1 patches and the two stage-2 halves one at a time, exactly as described, rather
+than batching them; the fast model is the place for such rewrites.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+import torch.nn as nn
+
+from .blocks import CAB, SAM, Decoder, Encoder, ORSNet, conv
+
+__all__ = ["MPRNet", "PRESETS"]
+
+#: Constructor arguments of the three published models (spec table "Presets").
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "deblur": dict(in_c=3, out_c=3, n_feat=96, scale_unetfeats=48, scale_orsnetfeats=32,
+                   num_cab=8, kernel_size=3, reduction=4, bias=False),
+    "derain": dict(in_c=3, out_c=3, n_feat=40, scale_unetfeats=20, scale_orsnetfeats=16,
+                   num_cab=8, kernel_size=3, reduction=4, bias=False),
+    "denoise": dict(in_c=3, out_c=3, n_feat=80, scale_unetfeats=48, scale_orsnetfeats=32,
+                    num_cab=8, kernel_size=3, reduction=4, bias=False),
+}
+
+# Stage 1 halves H and W into patches, then the U-Net downsamples twice: 2 * 2 * 2.
+_SIZE_MULTIPLE = 8
+
+
+class MPRNet(nn.Module):
+    """Multi-stage progressive image restoration network (Zamir et al., CVPR 2021).
+
+    ``forward(x)`` takes an (N, in_c, H, W) image with H and W multiples of 8 and returns
+    ``[stage3_img, stage2_img, stage1_img]`` (finest first); each is the degraded input plus a
+    predicted residual.  All CABs share one ``nn.PReLU`` (``act``), so the state_dict lists that
+    scalar under every ``...body.1.weight`` key while ``named_parameters()`` lists it once.
+
+    ``in_c`` and ``out_c`` must be equal: every stage adds its prediction to the input image.
+    """
+
+    def __init__(self, in_c: int = 3, out_c: int = 3, n_feat: int = 96,
+                 scale_unetfeats: int = 48, scale_orsnetfeats: int = 32, num_cab: int = 8,
+                 kernel_size: int = 3, reduction: int = 4, bias: bool = False):
+        super().__init__()
+        if in_c != out_c:
+            raise ValueError(
+                f"MPRNet: in_c and out_c must be equal because each stage predicts a residual "
+                f"added to the input image; got in_c={in_c}, out_c={out_c}")
+        self.in_c = in_c
+        self.out_c = out_c
+
+        # One activation object for the whole network: this is what makes the PReLU shared.
+        # It is deliberately a local, not an attribute, so no extra state_dict key appears.
+        act = nn.PReLU()
+
+        def shallow() -> nn.Sequential:
+            return nn.Sequential(conv(in_c, n_feat, kernel_size, bias=bias),
+                                 CAB(n_feat, kernel_size, reduction, bias=bias, act=act))
+
+        self.shallow_feat1 = shallow()
+        self.shallow_feat2 = shallow()
+        self.shallow_feat3 = shallow()
+
+        self.stage1_encoder = Encoder(n_feat, kernel_size, reduction, act, bias, scale_unetfeats,
+                                      csff=False)
+        self.stage1_decoder = Decoder(n_feat, kernel_size, reduction, act, bias, scale_unetfeats)
+        self.stage2_encoder = Encoder(n_feat, kernel_size, reduction, act, bias, scale_unetfeats,
+                                      csff=True)
+        self.stage2_decoder = Decoder(n_feat, kernel_size, reduction, act, bias, scale_unetfeats)
+        self.stage3_orsnet = ORSNet(n_feat, scale_orsnetfeats, kernel_size, reduction, act, bias,
+                                    scale_unetfeats, num_cab)
+
+        self.sam12 = SAM(n_feat, kernel_size=1, bias=bias, img_channels=in_c)
+        self.sam23 = SAM(n_feat, kernel_size=1, bias=bias, img_channels=in_c)
+
+        self.concat12 = conv(n_feat * 2, n_feat, kernel_size, bias=bias)
+        self.concat23 = conv(n_feat * 2, n_feat + scale_orsnetfeats, kernel_size, bias=bias)
+        self.tail = conv(n_feat + scale_orsnetfeats, out_c, kernel_size, bias=bias)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "MPRNet":
+        """Build one of the published configurations ("deblur", "derain", "denoise").
+
+        ``overrides`` replace individual constructor arguments, e.g. ``num_cab=1`` for a cheap
+        model with the preset's widths.
+        """
+        if name not in PRESETS:
+            valid = ", ".join(repr(k) for k in PRESETS)
+            raise ValueError(f"MPRNet.from_preset: unknown preset {name!r}; valid names: {valid}")
+        kwargs = dict(PRESETS[name])
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"MPRNet: expected a torch.Tensor, got {type(x).__name__}")
+        shape = tuple(x.shape)
+        if x.dim() != 4 or shape[1] != self.in_c:
+            raise ValueError(
+                f"MPRNet: expected an input of shape (N, {self.in_c}, H, W), got {shape}")
+        h, w = shape[2], shape[3]
+        if h % _SIZE_MULTIPLE or w % _SIZE_MULTIPLE or h == 0 or w == 0:
+            raise ValueError(
+                f"MPRNet: input height and width must be non-zero multiples of {_SIZE_MULTIPLE}, "
+                f"got {shape}; pad the image first")
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        self._check_input(x)
+        height, width = x.shape[-2], x.shape[-1]
+        half_h, half_w = height // 2, width // 2
+
+        # ---- patches: 2 halves for stage 2, 4 quarters for stage 1 ----
+        top = x[:, :, :half_h, :]
+        bottom = x[:, :, half_h:, :]
+        top_left, top_right = top[..., :half_w], top[..., half_w:]
+        bottom_left, bottom_right = bottom[..., :half_w], bottom[..., half_w:]
+
+        # ---- stage 1: each quarter on its own, then stitch left|right per level ----
+        def encode1(patch: torch.Tensor) -> List[torch.Tensor]:
+            return self.stage1_encoder(self.shallow_feat1(patch))
+
+        def side_by_side(left: List[torch.Tensor], right: List[torch.Tensor]):
+            return [torch.cat([a, b], dim=3) for a, b in zip(left, right)]
+
+        feat1_top = side_by_side(encode1(top_left), encode1(top_right))
+        feat1_bottom = side_by_side(encode1(bottom_left), encode1(bottom_right))
+        res1_top = self.stage1_decoder(feat1_top)
+        res1_bottom = self.stage1_decoder(feat1_bottom)
+
+        sam1_top, img1_top = self.sam12(res1_top[0], top)
+        sam1_bottom, img1_bottom = self.sam12(res1_bottom[0], bottom)
+        stage1_img = torch.cat([img1_top, img1_bottom], dim=2)
+
+        # ---- stage 2: each half on its own, fused with stage-1 features, then stacked ----
+        def encode2(half: torch.Tensor, sam_feat: torch.Tensor, enc_prev, dec_prev):
+            merged = self.concat12(torch.cat([self.shallow_feat2(half), sam_feat], dim=1))
+            return self.stage2_encoder(merged, enc_prev, dec_prev)
+
+        feat2_top = encode2(top, sam1_top, feat1_top, res1_top)
+        feat2_bottom = encode2(bottom, sam1_bottom, feat1_bottom, res1_bottom)
+        feat2 = [torch.cat([t, b], dim=2) for t, b in zip(feat2_top, feat2_bottom)]
+        res2 = self.stage2_decoder(feat2)
+        sam2_feat, stage2_img = self.sam23(res2[0], x)
+
+        # ---- stage 3: full resolution ----
+        x3 = self.concat23(torch.cat([self.shallow_feat3(x), sam2_feat], dim=1))
+        x3 = self.stage3_orsnet(x3, feat2, res2)
+        stage3_img = self.tail(x3) + x
+
+        return [stage3_img, stage2_img, stage1_img]

@@ -1,0 +1,28 @@
+// The pybind11 module mprnet_kernels._C. Importing it runs the TORCH_LIBRARY registrations
+// compiled into the same shared object (the ops then appear as torch.ops.mprnet.*); the
+// functions bound here are what Python needs beyond the dispatcher: the build description and
+// the CUDA C++ kernels, which mprnet_kernels/ops/ registers as the CUDA dispatch of each op
+// next to its Triton kernel so that one switch can choose between them.
+#include <torch/extension.h>
+
+#include "build_info.h"
+#include "ops/ops.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "mprnet-kernels compiled extension";
+  m.def("build_info", [] {
+    const auto info = mprnet::build_info();
+    pybind11::dict d;
+    d["torch_version"] = info.torch_version;
+    d["with_cuda"] = info.with_cuda;
+    d["cuda_runtime_version"] = info.cuda_runtime_version;
+    d["cuda_archs"] = info.cuda_archs;
+    return d;
+  });
+
+  auto cuda = m.def_submodule("cuda", "CUDA C++ kernels (present only in CUDA builds)");
+#ifdef MPRNET_WITH_CUDA
+  cuda.def("sam_gate", &mprnet::cuda::sam_gate);
+  cuda.def("sam_gate_backward", &mprnet::cuda::sam_gate_backward);
+#endif
+}

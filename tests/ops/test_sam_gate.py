@@ -1,0 +1,160 @@
+"""mprnet::sam_gate against its float64 reference: values, gradients, layouts, dtypes, opcheck,
+gradcheck, torch.compile, NaN/Inf and bad input."""
+
+import pytest
+import torch
+
+from helpers import OP_TOLERANCE, layouts, rel_err
+from mprnet_kernels.ops import sam_gate
+
+SHAPES = [(1, 1, 1, 1), (2, 3, 5, 7), (1, 96, 32, 32), (16, 16, 9, 13), (2, 3, 129, 131)]
+HALF_TYPES = [torch.bfloat16, torch.float16]
+
+
+def reference(x1, z, x):
+    return x1 * torch.sigmoid(z) + x
+
+
+def inputs(shape, dtype=torch.float64, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype) for _ in range(3)]
+
+
+def forward_backward(fn, x1, z, x, grad):
+    x1, z, x = (t.detach().requires_grad_() for t in (x1, z, x))
+    out = fn(x1, z, x)
+    out.backward(grad)
+    return out, x1.grad, z.grad, x.grad
+
+
+def check_against_float64(x1, z, x, grad, tol):
+    """Our op in the inputs' dtype vs the reference in float64 on the same (rounded) values."""
+    ours = forward_backward(sam_gate, x1, z, x, grad)
+    ref = forward_backward(reference, *(t.double() for t in (x1, z, x, grad)))
+    for name, a, b in zip(("out", "grad_x1", "grad_z", "grad_x"), ours, ref):
+        assert a.dtype == x1.dtype, name
+        assert rel_err(a, b) < tol, (name, rel_err(a, b))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_TYPES])
+def test_matches_reference(shape, dtype):
+    x1, z, x, grad = inputs(shape, dtype) + inputs(shape, dtype, seed=1)[:1]
+    check_against_float64(x1, z, x, grad, OP_TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_layouts_give_same_values(layout, dtype):
+    base = inputs((2, 5, 6, 7), dtype) + inputs((2, 5, 6, 7), dtype, seed=1)[:1]
+    x1, z, x, grad = (layouts(t)[layout] for t in base)
+    check_against_float64(x1, z, x, grad, OP_TOLERANCE[dtype])
+    out = sam_gate(x1, z, x)
+    assert torch.equal(out, sam_gate(*base[:3]))
+    expect_cl = layout == "channels_last"
+    assert out.is_contiguous(memory_format=torch.channels_last if expect_cl else torch.contiguous_format)
+
+
+def test_mixed_layouts():
+    x1, z, x = inputs((2, 4, 5, 3))
+    out = sam_gate(layouts(x1)["channels_last"], layouts(z)["strided"], x)
+    assert rel_err(out, reference(x1, z, x)) < 1e-15
+
+
+def test_gradcheck():
+    x1, z, x = (t.requires_grad_() for t in inputs((2, 3, 4, 5)))
+    assert torch.autograd.gradcheck(sam_gate, (x1, z, x))
+
+
+def test_gradient_to_one_input_only():
+    x1, z, x = inputs((2, 3, 4, 5))
+    z.requires_grad_()
+    sam_gate(x1, z, x).sum().backward()
+    expected = x1 * torch.sigmoid(z.detach()) * (1 - torch.sigmoid(z.detach()))
+    assert rel_err(z.grad, expected) < 1e-13
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: inputs((2, 3, 5, 7)),
+        lambda: [t.float() for t in inputs((1, 8, 4, 4))],
+        lambda: [layouts(t.float())["channels_last"] for t in inputs((2, 6, 3, 5))],
+        lambda: [layouts(t)["strided"] for t in inputs((2, 3, 2, 5))],
+        lambda: [t.bfloat16() for t in inputs((3, 2, 4, 4))],
+    ],
+)
+def test_opcheck(make):
+    x1, z, x = (t.requires_grad_() for t in make())
+    torch.library.opcheck(torch.ops.mprnet.sam_gate, (x1, z, x))
+    grad = torch.randn_like(x1)
+    torch.library.opcheck(torch.ops.mprnet.sam_gate_backward, (grad, x1.detach(), z.detach()))
+
+
+def test_torch_compile_fullgraph():
+    x1, z, x = (t.float() for t in inputs((2, 8, 6, 6)))
+    fn = torch.compile(lambda a, b, c: sam_gate(a, b, c) * 2 + 1, fullgraph=True, backend="aot_eager")
+    assert torch.equal(fn(x1, z, x), sam_gate(x1, z, x) * 2 + 1)
+
+
+def test_empty():
+    x1, z, x = inputs((0, 3, 4, 4))
+    assert sam_gate(x1, z, x).shape == (0, 3, 4, 4)
+
+
+def test_nan_and_inf_propagate_like_reference():
+    x1, z, x = inputs((1, 2, 3, 4))
+    x1[0, 0, 0, 0] = float("nan")
+    z[0, 0, 1, 1] = float("inf")
+    z[0, 1, 1, 2] = -float("inf")
+    x[0, 1, 2, 3] = float("inf")
+    z[0, 1, 0, 0] = float("nan")
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        ours = sam_gate(*(t.to(dtype) for t in (x1, z, x))).double()
+        ref = reference(x1, z, x)
+        assert torch.equal(torch.isnan(ours), torch.isnan(ref)), dtype
+        assert torch.equal(torch.isinf(ours), torch.isinf(ref)), dtype
+        finite = torch.isfinite(ref)
+        assert rel_err(ours[finite], ref[finite]) < OP_TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize(
+    "args, error, words",
+    [
+        (lambda a, b, c: (a, b[:, :2], c), ValueError, ["z", "shape", "like x1"]),
+        (lambda a, b, c: (a, b, c.float()), TypeError, ["x must have dtype", "torch.float64", "float"]),
+        (lambda a, b, c: (a.int(), b, c), TypeError, ["x1 must be float64, float32, float16 or bfloat16"]),
+        (lambda a, b, c: (a, b, c[0]), ValueError, ["x must have shape"]),
+    ],
+)
+def test_bad_input(args, error, words):
+    x1, z, x = inputs((2, 3, 4, 4))
+    with pytest.raises(error) as info:
+        sam_gate(*args(x1, z, x))
+    message = str(info.value).replace("Double", "torch.float64").replace("Float", "float")
+    for word in words:
+        assert word in message, message
+
+
+def test_bad_input_under_compile():
+    x1, z, x = (t.float() for t in inputs((2, 3, 4, 4)))
+    fn = torch.compile(sam_gate, fullgraph=True, backend="aot_eager")
+    with pytest.raises(Exception, match="z must have shape"):
+        fn(x1, z[:, :1], x)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_TYPES])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_cuda_matches_float64(dtype, layout):
+    base = inputs((4, 40, 37, 29), dtype, "cuda") + inputs((4, 40, 37, 29), dtype, "cuda", seed=1)[:1]
+    x1, z, x, grad = (layouts(t)[layout] for t in base)
+    check_against_float64(x1, z, x, grad, OP_TOLERANCE[dtype])
+
+
+@pytest.mark.gpu
+def test_cuda_opcheck_and_device_mismatch():
+    x1, z, x = (t.float().cuda().requires_grad_() for t in inputs((2, 3, 5, 7)))
+    torch.library.opcheck(torch.ops.mprnet.sam_gate, (x1, z, x))
+    with pytest.raises((ValueError, RuntimeError), match="x"):
+        sam_gate(x1.detach(), z.detach(), x.detach().cpu())
