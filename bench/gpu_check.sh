@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The one command to run on a GPU machine (through the device tool), from the repository root:
+#   bash bench/gpu_check.sh
+# Builds the extension against that machine's torch, then runs verify, the `gpu` tests and the
+# benchmarks, writing logs and JSON under $OUT (default: bench/results/latest). It keeps going
+# after a failing step so one call brings back everything, and exits non-zero if any step failed.
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-bench/results/latest}"
+mkdir -p "$OUT"
+status=0
+step() {  # step NAME COMMAND...: run, log to $OUT/NAME.log, remember failures
+  local name=$1; shift
+  echo "== $name"
+  local t0=$SECONDS
+  "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "   rc=$rc in $((SECONDS - t0)) s"; tail -n 5 "$OUT/$name.log"
+  echo "$name $rc $((SECONDS - t0))" >> "$OUT/steps.txt"
+  [ "$rc" -eq 0 ] || status=1
+}
+
+export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+export MAX_JOBS="${MAX_JOBS:-16}"
+
+python - > "$OUT/environment.json" <<'PY'
+import json, platform, subprocess, torch
+try:
+    import triton; triton_version = triton.__version__
+except ImportError:
+    triton_version = None
+commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip())
+print(json.dumps({
+    "device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    "torch": torch.__version__, "cuda": torch.version.cuda, "triton": triton_version,
+    "python": platform.python_version(), "commit": commit or None, "dirty": dirty,
+}, indent=2))
+PY
+cat "$OUT/environment.json"
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+
+step build python setup.py build_ext --inplace
+step info python -m mprnet_kernels.cli info
+step verify python -m mprnet_kernels.cli verify --fixture tests/data/mprnet_small_float64.pt
+step gpu_tests python -m pytest -m gpu -q -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml"
+step benchmarks python -m pytest bench -q -p no:cacheprovider --benchmark-only \
+  --benchmark-json="$OUT/benchmarks.json"
+exit $status

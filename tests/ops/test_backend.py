@@ -1,0 +1,37 @@
+"""The CUDA backend switch (mprnet_kernels/ops/_backend.py)."""
+
+import pytest
+
+from mprnet_kernels import build_info, ops
+from mprnet_kernels.ops import _backend
+
+
+def test_sam_gate_has_the_cuda_cpp_backend_when_built_with_cuda():
+    expected = ["cuda"] if build_info()["cuda_version"] else []
+    assert [b for b in ops.available_backends("sam_gate") if b == "cuda"] == expected
+
+
+def test_unknown_backend_and_op_are_rejected():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ops.set_cuda_backend("sam_gate", "opencl")
+    with pytest.raises(ValueError, match="unknown op"):
+        ops.cuda_backend("no_such_op")
+
+
+def test_backend_missing_in_this_install_is_rejected():
+    missing = [b for b in _backend.BACKENDS if b not in ops.available_backends("sam_gate")]
+    for backend in missing:
+        with pytest.raises(ValueError, match="has no"):
+            ops.set_cuda_backend("sam_gate", backend)
+
+
+def test_environment_parsing():
+    assert _backend._parse_environment("triton") == {"*": "triton"}
+    assert _backend._parse_environment("ca_tail=cuda, sam_gate=triton") == {"ca_tail": "cuda", "sam_gate": "triton"}
+    with pytest.raises(ValueError, match="MPRNET_CUDA_BACKEND"):
+        _backend._parse_environment("sam_gate=opencl")
+
+
+def test_kernel_lookup_names_what_is_missing():
+    with pytest.raises(RuntimeError, match="no 'triton' kernel"):
+        _backend.kernel("sam_gate", "triton")

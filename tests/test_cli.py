@@ -1,0 +1,43 @@
+"""The `mprnet-kernels` command: info, verify (and that verify really fails on a wrong op)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mprnet_kernels import cli, verify
+
+FIXTURE = Path(__file__).resolve().parent / "data" / "mprnet_small_float64.pt"
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert "mprnet-kernels" in capsys.readouterr().out
+
+
+def test_info(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "sam_gate" in out
+
+
+def test_verify_with_fixture(capsys):
+    assert cli.main(["verify", "--fixture", str(FIXTURE)]) == 0
+    out = capsys.readouterr().out
+    assert "sam_gate" in out and "float64" in out and "fixture" in out and "all checks passed" in out
+
+
+def test_verify_fails_on_a_wrong_op(monkeypatch, capsys):
+    wrong = verify.Case("sam_gate", verify.CASES[0].make_inputs, verify.CASES[0].ours,
+                        lambda x1, z, x: x1 * torch.sigmoid(z) + x * 1.001)
+    monkeypatch.setattr(verify, "CASES", [wrong])
+    assert cli.main(["verify"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_unknown_command_is_an_error():
+    with pytest.raises(SystemExit) as info:
+        cli.main(["frobnicate"])
+    assert info.value.code != 0
