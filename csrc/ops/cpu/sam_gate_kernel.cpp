@@ -15,14 +15,23 @@ namespace mprnet {
 namespace cpu {
 namespace {
 
-MPRNET_CPU_CLONES void forward_f32(std::array<const float*, 3> in, std::array<float*, 1> out,
-                                   int64_t n) {
+MPRNET_ALWAYS_INLINE void forward_f32_body(std::array<const float*, 3> in, std::array<float*, 1> out,
+                                             int64_t n) {
   const float* __restrict__ x1 = in[0];
   const float* __restrict__ z = in[1];
   const float* __restrict__ x = in[2];
   float* __restrict__ o = out[0];
-  for (int64_t i = 0; i < n; ++i) o[i] = x1[i] * sigmoid_f32(z[i]) + x[i];
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    store8(o + i, load8(x1 + i) * sigmoid8(load8(z + i)) + load8(x + i));
+  }
+  if (i < n) {
+    const int64_t len = n - i;
+    store8_n(o + i, load8_n(x1 + i, len) * sigmoid8(load8_n(z + i, len)) + load8_n(x + i, len), len);
+  }
 }
+
+MPRNET_CPU_MULTIVERSION(forward_f32, forward_f32_body)
 
 void forward_f64(std::array<const double*, 3> in, std::array<double*, 1> out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
@@ -30,19 +39,30 @@ void forward_f64(std::array<const double*, 3> in, std::array<double*, 1> out, in
   }
 }
 
-MPRNET_CPU_CLONES void backward_f32(std::array<const float*, 3> in, std::array<float*, 2> out,
-                                    int64_t n) {
+MPRNET_ALWAYS_INLINE void backward_f32_body(std::array<const float*, 3> in, std::array<float*, 2> out,
+                                              int64_t n) {
   const float* __restrict__ g = in[0];
   const float* __restrict__ x1 = in[1];
   const float* __restrict__ z = in[2];
   float* __restrict__ dx1 = out[0];
   float* __restrict__ dz = out[1];
-  for (int64_t i = 0; i < n; ++i) {
-    const float s = sigmoid_f32(z[i]);
-    dx1[i] = g[i] * s;
-    dz[i] = g[i] * x1[i] * s * (1.0f - s);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const f32x8 s = sigmoid8(load8(z + i));
+    const f32x8 gs = load8(g + i) * s;
+    store8(dx1 + i, gs);
+    store8(dz + i, gs * load8(x1 + i) * (1.0f - s));
+  }
+  if (i < n) {
+    const int64_t len = n - i;
+    const f32x8 s = sigmoid8(load8_n(z + i, len));
+    const f32x8 gs = load8_n(g + i, len) * s;
+    store8_n(dx1 + i, gs, len);
+    store8_n(dz + i, gs * load8_n(x1 + i, len) * (1.0f - s), len);
   }
 }
+
+MPRNET_CPU_MULTIVERSION(backward_f32, backward_f32_body)
 
 void backward_f64(std::array<const double*, 3> in, std::array<double*, 2> out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
@@ -63,7 +83,7 @@ at::Tensor sam_gate(const at::Tensor& x1, const at::Tensor& z, const at::Tensor&
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x1.scalar_type(), "sam_gate_cpu", [&] {
     elementwise<3, 1, scalar_t>(
         {in[0].const_data_ptr<scalar_t>(), in[1].const_data_ptr<scalar_t>(), in[2].const_data_ptr<scalar_t>()},
-        {out.mutable_data_ptr<scalar_t>()}, x1.numel(), forward_f32, forward_f64);
+        {out.mutable_data_ptr<scalar_t>()}, x1.numel(), [](auto i, auto o, int64_t n) { forward_f32(i, o, n); }, forward_f64);
   });
   return out;
 }
@@ -78,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor> sam_gate_backward(const at::Tensor& grad, con
     elementwise<3, 2, scalar_t>(
         {in[1].const_data_ptr<scalar_t>(), in[0].const_data_ptr<scalar_t>(), in[2].const_data_ptr<scalar_t>()},
         {grad_x1.mutable_data_ptr<scalar_t>(), grad_z.mutable_data_ptr<scalar_t>()}, x1.numel(),
-        backward_f32, backward_f64);
+        [](auto i, auto o, int64_t n) { backward_f32(i, o, n); }, backward_f64);
   });
   return {grad_x1, grad_z};
 }
