@@ -6,11 +6,20 @@ set(MPRNET_CXX_SOURCES
   csrc/build_info.cpp
   csrc/ops/sam_gate.cpp
   csrc/ops/cpu/sam_gate_kernel.cpp
+  csrc/ops/ca_tail.cpp
+  csrc/ops/cpu/ca_tail_kernel.cpp
+  csrc/ops/charbonnier_loss.cpp
+  csrc/ops/cpu/charbonnier_loss_kernel.cpp
+  csrc/ops/mprnet_loss.cpp
+  csrc/ops/cpu/mprnet_loss_kernel.cpp
+  csrc/ops/edge_loss.cpp
+  csrc/ops/cpu/edge_loss_kernel.cpp
 )
 
 set(MPRNET_CUDA_SOURCES
   csrc/ops/cuda/cuda_version.cu
   csrc/ops/cuda/sam_gate_kernel.cu
+  csrc/ops/cuda/ca_tail_kernel.cu
 )
 
 set(MPRNET_CXX_FLAGS
@@ -18,6 +27,8 @@ set(MPRNET_CXX_FLAGS
   -Wall
   -Wno-unknown-pragmas
   -Wno-psabi  # f32x8 helpers are always inlined, so the AVX argument-passing ABI never applies
+  # sqrt in a loop vectorizes only when it need not set errno (no code here reads errno)
+  -fno-math-errno
 )
 
 set(MPRNET_NVCC_FLAGS

@@ -7,8 +7,9 @@
 
 from . import _extension  # noqa: F401  (loads the compiled ops first)
 from . import ops
+from .nn import CharbonnierLoss, EdgeLoss, MPRNetLoss
 from ._build_info import build_info
 from .checkpoint import load_checkpoint
 from .version import __version__
 
-__all__ = ["build_info", "load_checkpoint", "ops", "__version__"]
+__all__ = ["CharbonnierLoss", "EdgeLoss", "MPRNetLoss", "build_info", "load_checkpoint", "ops", "__version__"]

@@ -28,8 +28,25 @@ def _sam_gate_inputs(g):
     return [torch.randn(2, 16, 13, 17, generator=g, dtype=torch.float64) for _ in range(3)]
 
 
+def _ca_tail_inputs(g):
+    # x, r, w1, b1, w2, b2 of a CAB tail at the derain width (C = 40, reduction 4), weights scaled
+    # like trained ones so that the gate is neither saturated nor flat.
+    def randn(*shape, scale=1.0):
+        return scale * torch.randn(shape, generator=g, dtype=torch.float64)
+
+    return [randn(2, 40, 13, 17), randn(2, 40, 13, 17), randn(10, 40, 1, 1, scale=0.3), randn(10, scale=0.5),
+            randn(40, 10, 1, 1, scale=0.6), randn(40, scale=0.5)]
+
+
+def _ca_tail_reference(x, r, w1, b1, w2, b2):
+    gate = torch.sigmoid(torch.nn.functional.conv2d(torch.relu(torch.nn.functional.conv2d(
+        x.mean((2, 3), keepdim=True), w1, b1)), w2, b2))
+    return x * gate + r
+
+
 CASES: List[Case] = [
     Case("sam_gate", _sam_gate_inputs, ops.sam_gate, lambda x1, z, x: x1 * torch.sigmoid(z) + x),
+    Case("ca_tail", _ca_tail_inputs, ops.ca_tail, _ca_tail_reference),
 ]
 
 

@@ -24,5 +24,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #ifdef MPRNET_WITH_CUDA
   cuda.def("sam_gate", &mprnet::cuda::sam_gate);
   cuda.def("sam_gate_backward", &mprnet::cuda::sam_gate_backward);
+  cuda.def("ca_tail_forward", &mprnet::cuda::ca_tail_forward);
+  cuda.def("ca_tail_backward", &mprnet::cuda::ca_tail_backward);
 #endif
 }

@@ -6,7 +6,9 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <tuple>
+#include <vector>
 
 namespace mprnet {
 
@@ -14,6 +16,25 @@ namespace cpu {
 at::Tensor sam_gate(const at::Tensor& x1, const at::Tensor& z, const at::Tensor& x);
 std::tuple<at::Tensor, at::Tensor> sam_gate_backward(const at::Tensor& grad, const at::Tensor& x1,
                                                      const at::Tensor& z);
+// The channel-attention tail of a CAB (csrc/ops/ca_tail.cpp): forward returns (out, p, h, s),
+// backward (grad_x, grad_w1, grad_b1, grad_w2, grad_b2).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_forward(
+    const at::Tensor& x, const at::Tensor& r, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
+    const at::Tensor& w2, const std::optional<at::Tensor>& b2);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& p, const at::Tensor& h, const at::Tensor& s);
+std::tuple<at::Tensor, at::Tensor> charbonnier_loss(const at::Tensor& x, const at::Tensor& y,
+                                                    double eps, bool compute_grad);
+// The Laplacian edge loss (csrc/ops/edge_loss.cpp); its per-band building block, reusable by
+// other loss kernels, is edge_loss_band in ops/cpu/edge_loss.h.
+std::tuple<at::Tensor, at::Tensor> edge_loss(const at::Tensor& x, const at::Tensor& y, double eps,
+                                             bool compute_grad);
+// The fused multi-stage loss (csrc/ops/mprnet_loss.cpp); its CPU kernel builds on edge_loss's
+// band function and the Charbonnier body of ops/cpu/charbonnier.h.
+std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> mprnet_loss(
+    at::TensorList outputs, const at::Tensor& y, double eps, double edge_weight, bool clamp,
+    bool grad_outputs, bool grad_y);
 }  // namespace cpu
 
 #ifdef MPRNET_WITH_CUDA
@@ -21,6 +42,14 @@ namespace cuda {
 at::Tensor sam_gate(const at::Tensor& x1, const at::Tensor& z, const at::Tensor& x);
 std::tuple<at::Tensor, at::Tensor> sam_gate_backward(const at::Tensor& grad, const at::Tensor& x1,
                                                      const at::Tensor& z);
+// The channel-attention tail of a CAB (csrc/ops/ca_tail.cpp): forward returns (out, p, h, s),
+// backward (grad_x, grad_w1, grad_b1, grad_w2, grad_b2).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_forward(
+    const at::Tensor& x, const at::Tensor& r, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
+    const at::Tensor& w2, const std::optional<at::Tensor>& b2);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& p, const at::Tensor& h, const at::Tensor& s);
 }  // namespace cuda
 #endif
 

@@ -5,6 +5,10 @@ module as the home of its fake functions).
 """
 
 from ._backend import available_backends, cuda_backend, set_cuda_backend
+from .ca_tail import ca_tail
+from .charbonnier_loss import charbonnier_loss
+from .edge_loss import edge_loss
+from .mprnet_loss import mprnet_loss
 from .sam_gate import sam_gate
 
-__all__ = ["available_backends", "cuda_backend", "sam_gate", "set_cuda_backend"]
+__all__ = ["available_backends", "ca_tail", "charbonnier_loss", "cuda_backend", "edge_loss", "mprnet_loss", "sam_gate", "set_cuda_backend"]

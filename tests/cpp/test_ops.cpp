@@ -3,8 +3,10 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <cmath>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "build_info.h"
 #include "ops/ops.h"
@@ -56,12 +58,61 @@ void test_sam_gate() {
   }
 }
 
+// lap exactly as MPRNET.md, with ATen ops: replicate pad 2, depthwise 5x5 Gaussian, keep even
+// rows and columns times 4, Gaussian again, subtract.
+at::Tensor laplacian(const at::Tensor& img) {
+  const auto g = at::tensor({0.05, 0.25, 0.4, 0.25, 0.05}, img.options());
+  const int64_t c = img.size(1);
+  const auto k = at::outer(g, g).expand({c, 1, 5, 5}).contiguous();
+  const std::vector<int64_t> ones{1, 1}, zeros{0, 0};
+  auto blur = [&](const at::Tensor& t) {
+    const at::IntArrayRef stride(ones), padding(zeros), dilation(ones);
+    return at::conv2d(at::replication_pad2d(t, {2, 2, 2, 2}), k, at::Tensor(), stride, padding, dilation, c);
+  };
+  const auto f = blur(img);
+  auto u = at::zeros_like(f);
+  using at::indexing::Slice;
+  u.index_put_({Slice(), Slice(), Slice(0, at::indexing::None, 2), Slice(0, at::indexing::None, 2)},
+               f.index({Slice(), Slice(), Slice(0, at::indexing::None, 2), Slice(0, at::indexing::None, 2)}) * 4);
+  return img - blur(u);
+}
+
+void test_edge_loss() {
+  auto op = c10::Dispatcher::singleton()
+                .findSchemaOrThrow("mprnet::edge_loss", "")
+                .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double, bool)>();
+  at::manual_seed(0);
+  const auto opts = at::TensorOptions().dtype(at::kDouble);
+  for (const auto& size : {std::vector<int64_t>{2, 3, 1, 1}, std::vector<int64_t>{1, 2, 3, 4},
+                           std::vector<int64_t>{2, 3, 70, 19}}) {
+    auto x = at::randn(size, opts), y = at::randn(size, opts);
+    const auto [loss, grad] = op.call(x, y, 1e-3, true);
+    const auto lap = laplacian(x) - laplacian(y);
+    const auto expected = at::sqrt(lap * lap + 1e-6).mean();
+    const std::string shape = std::to_string(size[2]) + "x" + std::to_string(size[3]);
+    expect(rel_err(loss, expected) < 1e-13, "edge_loss float64 value " + shape);
+    // grad = lap^T(w): <lap(a), w> == <a, grad> for any a (the adjoint, border fold included).
+    const auto w = lap / at::sqrt(lap * lap + 1e-6);
+    const auto a = at::randn(size, opts);
+    const double lhs = (laplacian(a) * w).sum().item<double>(), rhs = (a * grad).sum().item<double>();
+    expect(std::abs(lhs - rhs) <= 1e-10 * (std::abs(lhs) + 1), "edge_loss float64 adjoint " + shape);
+  }
+  try {
+    op.call(at::randn({2, 3, 4}, opts), at::randn({2, 3, 4}, opts), 1e-3, false);
+    expect(false, "3-D input raises");
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what_without_backtrace();
+    expect(msg.find("x must be a 4-D") != std::string::npos, "3-D input names x: " + msg);
+  }
+}
+
 }  // namespace
 
 int main() {
   const auto info = mprnet::build_info();
   std::printf("built against torch %s, cuda %s\n", info.torch_version.c_str(), info.with_cuda ? "yes" : "no");
   test_sam_gate();
+  test_edge_loss();
   std::printf("%d passed, %d failed\n", failures == 0 ? 1 : 0, failures == 0 ? 0 : 1);
   return failures == 0 ? 0 : 1;
 }

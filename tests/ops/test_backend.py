@@ -32,6 +32,14 @@ def test_environment_parsing():
         _backend._parse_environment("sam_gate=opencl")
 
 
-def test_kernel_lookup_names_what_is_missing():
-    with pytest.raises(RuntimeError, match="no 'triton' kernel"):
-        _backend.kernel("sam_gate", "triton")
+def test_kernel_lookup_names_what_is_missing(monkeypatch):
+    monkeypatch.setitem(_backend._kernels, "test_only_op", {})
+    with pytest.raises(RuntimeError, match="mprnet::test_only_op: no 'triton' kernel"):
+        _backend.kernel("test_only_op", "triton")
+
+
+def test_ca_tail_and_sam_gate_have_both_backends_and_default_to_triton():
+    for op in ("ca_tail", "sam_gate"):
+        expected = (["triton"] if _backend.HAS_TRITON else []) + (["cuda"] if build_info()["cuda_version"] else [])
+        assert ops.available_backends(op) == expected, op
+        assert _backend._defaults[op] == "triton", op

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers import OP_TOLERANCE, layouts, rel_err
-from mprnet_kernels.ops import sam_gate
+from mprnet_kernels.ops import _backend, sam_gate
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 5, 7), (1, 96, 32, 32), (16, 16, 9, 13), (2, 3, 129, 131)]
 HALF_TYPES = [torch.bfloat16, torch.float16]
@@ -143,13 +143,87 @@ def test_bad_input_under_compile():
         fn(x1, z[:, :1], x)
 
 
-@pytest.mark.gpu
+# Triton, through its own entry points on CPU tensors (TRITON_INTERPRET=1, set by conftest.py).
+
+needs_triton = pytest.mark.skipif(not _backend.HAS_TRITON, reason="Triton is not installed")
+
+
+def triton_forward_backward(x1, z, x, grad):
+    out = _backend.kernel("sam_gate", "triton")(x1, z, x)
+    grad_x1, grad_z = _backend.kernel("sam_gate_backward", "triton")(grad, x1, z)
+    return out, grad_x1, grad_z
+
+
+@needs_triton
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 5, 7), (2, 16, 9, 13), (1, 3, 47, 45)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_TYPES])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
-def test_cuda_matches_float64(dtype, layout):
+def test_triton_matches_reference(shape, dtype, layout):
+    base = inputs(shape, dtype) + inputs(shape, dtype, seed=1)[:1]
+    x1, z, x, grad = (layouts(t)[layout] for t in base)
+    ours = triton_forward_backward(x1, z, x, grad)
+    ref = forward_backward(reference, *(t.double() for t in (x1, z, x, grad)))
+    for name, a, b in zip(("out", "grad_x1", "grad_z"), ours, ref):
+        assert a.dtype == dtype and a.stride() == sam_gate(x1, z, x).stride(), name
+        assert rel_err(a, b) < OP_TOLERANCE[dtype], (name, rel_err(a, b))
+
+
+@needs_triton
+def test_triton_nan_and_inf_propagate_like_reference():
+    x1, z, x = inputs((1, 2, 3, 4))
+    x1[0, 0, 0, 0] = float("nan")
+    z[0, 0, 1, 1] = float("inf")
+    z[0, 1, 1, 2] = -float("inf")
+    x[0, 1, 2, 3] = float("inf")
+    z[0, 1, 0, 0] = float("nan")
+    grad = torch.ones_like(x)
+    ours = triton_forward_backward(x1, z, x, grad)
+    ref = forward_backward(reference, x1, z, x, grad)
+    for name, a, b in zip(("out", "grad_x1", "grad_z"), ours, ref):
+        assert torch.equal(torch.isnan(a), torch.isnan(b)), name
+        assert torch.equal(torch.isinf(a), torch.isinf(b)), name
+
+
+@needs_triton
+def test_triton_checks_input_like_the_op():
+    x1, z, x = inputs((2, 3, 4, 4))
+    with pytest.raises(ValueError, match="z must have shape"):
+        _backend.kernel("sam_gate", "triton")(x1, z[:, :2], x)
+    with pytest.raises(TypeError, match="grad must have dtype"):
+        _backend.kernel("sam_gate_backward", "triton")(x.float(), x1, z)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, *HALF_TYPES])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_cuda_matches_float64(backend, dtype, layout):
+    if backend not in _backend.available_backends("sam_gate"):
+        pytest.skip(f"no {backend} backend in this install")
     base = inputs((4, 40, 37, 29), dtype, "cuda") + inputs((4, 40, 37, 29), dtype, "cuda", seed=1)[:1]
     x1, z, x, grad = (layouts(t)[layout] for t in base)
-    check_against_float64(x1, z, x, grad, OP_TOLERANCE[dtype])
+    previous = _backend._chosen.get("sam_gate")
+    _backend.set_cuda_backend("sam_gate", backend)
+    try:
+        check_against_float64(x1, z, x, grad, OP_TOLERANCE[dtype])
+    finally:
+        if previous is None:
+            _backend._chosen.pop("sam_gate", None)
+        else:
+            _backend._chosen["sam_gate"] = previous
+
+
+@pytest.mark.gpu
+def test_cuda_backends_agree_in_float64():
+    if _backend.available_backends("sam_gate") != ["triton", "cuda"]:
+        pytest.skip("needs both CUDA backends")
+    x1, z, x, grad = inputs((16, 96, 64, 64), device="cuda") + inputs((16, 96, 64, 64), device="cuda", seed=1)[:1]
+    results = {}
+    for backend in ("triton", "cuda"):
+        fwd = _backend.kernel("sam_gate", backend)(x1, z, x)
+        results[backend] = (fwd, *_backend.kernel("sam_gate_backward", backend)(grad, x1, z))
+    for a, b in zip(results["triton"], results["cuda"]):
+        assert rel_err(a, b) < 1e-14
 
 
 @pytest.mark.gpu

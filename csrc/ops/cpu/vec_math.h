@@ -99,7 +99,7 @@ MPRNET_ALWAYS_INLINE f32x8 exp8(f32x8 x) {
   p = p * r * r + r + 1.0f;
   // 2^n by writing n + 127 into the exponent field.
   const i32x8 bits = (__builtin_convertvector(n, i32x8) + 127) << 23;
-  return p * reinterpret_cast<const f32x8&>(bits);
+  return p * (f32x8)bits;  // a vector cast between equal sizes reinterprets the bits
 }
 
 MPRNET_ALWAYS_INLINE f32x8 sigmoid8(f32x8 x) { return 1.0f / (1.0f + exp8(-x)); }

@@ -1,0 +1,524 @@
+"""mprnet::ca_tail, the channel-attention tail of MPRNet's CAB (OPS.md section 1).
+
+    p = mean_hw(x)   h = relu(W1 p + b1)   s = sigmoid(W2 h + b2)   out = x * s + r
+
+``torch.ops.mprnet.ca_tail`` is the public op (``-> Tensor``). It is CompositeImplicitAutograd
+over ``ca_tail_forward``, which also returns the small vectors p (N, C), h (N, C/r), s (N, C)
+that the backward needs besides x; ``ca_tail_backward`` takes them and makes one reduction
+pass over (g, x) and one pass writing dx (dr = g costs nothing). Forward and backward are 4
+passes over the feature map each, against about 6 and 10 for eager PyTorch.
+
+Dtypes: x any floating dtype; r of x's dtype, or float32 when x is float16/bfloat16 (the
+autocast case: a half-precision body output plus a float32 block input, which the reference
+promotes to float32); out takes r's dtype. The weights and biases share one floating dtype of
+their own (float32 parameters with a bfloat16 x need no casts); their gradients come back in it.
+The MLP runs in float32 (float64 for float64 x; the CPU kernel uses float64 throughout), and p,
+h, s are saved in that dtype.
+
+Schema and CPU kernel: csrc/ops/ca_tail.cpp and csrc/ops/cpu/ca_tail_kernel.cpp; CUDA C++:
+csrc/ops/cuda/ca_tail_kernel.cu. This file adds the fake functions, autograd, the Triton
+kernels and the CUDA dispatch (``set_cuda_backend("ca_tail", "triton" | "cuda")``).
+"""
+
+from typing import Optional
+
+import torch
+
+from ._backend import HAS_TRITON, cuda_cpp_kernel, register_cuda
+from ._checks import check_floating
+from ._layout import output_memory_format
+
+_OP = "mprnet::ca_tail_forward"
+_BACKWARD_OP = "mprnet::ca_tail_backward"
+_HALF = (torch.float16, torch.bfloat16)
+
+
+# -------------------------------------------------------------------------------------------
+# Checks, mirroring csrc/ops/ca_tail.cpp (same order, same messages) for the fake functions and
+# the Triton kernels.
+
+def vector_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of p, h, s and of the MLP arithmetic for an x of `dtype`."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_x(op, x):
+    check_floating(op, "x", x)
+    if x.dim() != 4:
+        raise ValueError(f"{op}: x must be a 4-D (N, C, H, W) tensor, got shape {list(x.shape)}")
+
+
+def _check_device(op, name, t, x):
+    if t.device != x.device:
+        raise ValueError(f"{op}: {name} must be on {x.device} like x, got {t.device}")
+
+
+def _check_residual_like(op, name, t, x):
+    check_floating(op, name, t)
+    if t.shape != x.shape:
+        raise ValueError(f"{op}: {name} must have shape {list(x.shape)} like x, got {list(t.shape)}")
+    _check_device(op, name, t, x)
+    if not (t.dtype == x.dtype or (x.dtype in _HALF and t.dtype == torch.float32)):
+        raise TypeError(f"{op}: {name} must have dtype {x.dtype} like x (or float32 when x is "
+                        f"float16/bfloat16), got {t.dtype}")
+
+
+def _check_matrix(op, name, w, rows, cols, what):
+    """w as the (rows, cols) matrix it stands for: a matrix or a 1x1 conv weight."""
+    check_floating(op, name, w)
+    conv = w.dim() == 4 and w.shape[2] == 1 and w.shape[3] == 1
+    ok = (w.dim() == 2 or conv) and w.shape[1] == cols and (w.shape[0] >= 1 if rows is None else w.shape[0] == rows)
+    if not ok:
+        if rows is None:
+            raise ValueError(f"{op}: {name} must have shape [hidden, {cols}] or [hidden, {cols}, 1, 1] "
+                             f"with hidden >= 1 ({what}), got {list(w.shape)}")
+        raise ValueError(f"{op}: {name} must have shape [{rows}, {cols}] or [{rows}, {cols}, 1, 1] "
+                         f"({what}), got {list(w.shape)}")
+    return w.reshape(w.shape[0], w.shape[1])
+
+
+def _check_weight_dtype(op, name, t, w1):
+    if t.dtype != w1.dtype:
+        raise TypeError(f"{op}: {name} must have dtype {w1.dtype} like w1, got {t.dtype}")
+
+
+def _check_weights(op, x, w1, w2):
+    c = x.shape[1]
+    m1 = _check_matrix(op, "w1", w1, None, c, "C = the channels of x")
+    _check_device(op, "w1", w1, x)
+    hidden = m1.shape[0]
+    m2 = _check_matrix(op, "w2", w2, c, hidden, "C of x, hidden = the rows of w1")
+    _check_weight_dtype(op, "w2", w2, w1)
+    _check_device(op, "w2", w2, x)
+    return m1, m2
+
+
+def _check_bias(op, name, b, size, what, w1, x):
+    if b is None:
+        return None
+    check_floating(op, name, b)
+    _check_weight_dtype(op, name, b, w1)
+    _check_device(op, name, b, x)
+    if b.dim() != 1 or b.shape[0] != size:
+        raise ValueError(f"{op}: {name} must have shape [{size}] ({what}), got {list(b.shape)}")
+    return b
+
+
+def check_forward(x, r, w1, b1, w2, b2):
+    """Checks ca_tail's arguments; returns the weight matrices (views, not copies)."""
+    _check_x(_OP, x)
+    _check_residual_like(_OP, "r", r, x)
+    m1, m2 = _check_weights(_OP, x, w1, w2)
+    _check_bias(_OP, "b1", b1, m1.shape[0], "hidden = the rows of w1", w1, x)
+    _check_bias(_OP, "b2", b2, x.shape[1], "C = the channels of x", w1, x)
+    return m1, m2
+
+
+def _check_vector(op, name, t, rows, cols, dtype, x):
+    check_floating(op, name, t)
+    if t.dim() != 2 or tuple(t.shape) != (rows, cols):
+        raise ValueError(f"{op}: {name} must have shape [{rows}, {cols}] (as ca_tail_forward returns it), "
+                         f"got {list(t.shape)}")
+    if t.dtype != dtype:
+        raise TypeError(f"{op}: {name} must have dtype {dtype} (as ca_tail_forward returns it), got {t.dtype}")
+    _check_device(op, name, t, x)
+
+
+def check_backward(grad, x, w1, w2, p, h, s):
+    _check_x(_BACKWARD_OP, x)
+    _check_residual_like(_BACKWARD_OP, "grad", grad, x)
+    m1, m2 = _check_weights(_BACKWARD_OP, x, w1, w2)
+    n, c = x.shape[:2]
+    vdt = vector_dtype(x.dtype)
+    _check_vector(_BACKWARD_OP, "p", p, n, c, vdt, x)
+    _check_vector(_BACKWARD_OP, "h", h, n, m1.shape[0], vdt, x)
+    _check_vector(_BACKWARD_OP, "s", s, n, c, vdt, x)
+    return m1, m2
+
+
+def _empty_like_x(x, dtype):
+    """An output shaped like x in x's output layout (csrc/common/layout.h)."""
+    return torch.empty(x.shape, dtype=dtype, device=x.device, memory_format=output_memory_format(x))
+
+
+@torch.library.register_fake(_OP)
+def _fake(x, r, w1, b1, w2, b2):
+    m1, _ = check_forward(x, r, w1, b1, w2, b2)
+    n, c = x.shape[:2]
+    vdt = vector_dtype(x.dtype)
+    return (_empty_like_x(x, r.dtype), x.new_empty((n, c), dtype=vdt),
+            x.new_empty((n, m1.shape[0]), dtype=vdt), x.new_empty((n, c), dtype=vdt))
+
+
+@torch.library.register_fake(_BACKWARD_OP)
+def _fake_backward(grad, x, w1, w2, p, h, s):
+    m1, _ = check_backward(grad, x, w1, w2, p, h, s)
+    return (_empty_like_x(x, x.dtype), w1.new_empty(w1.shape), w1.new_empty((m1.shape[0],)),
+            w1.new_empty(w2.shape), w1.new_empty((x.shape[1],)))
+
+
+# -------------------------------------------------------------------------------------------
+# Triton. x is addressed as (N, HW, C) with strides (C*HW, 1, HW) for NCHW or (HW*C, C, 1) for
+# channels_last; Triton specializes the stride equal to 1, so the same kernels read either
+# layout in memory order. Partial sums are laid out [n][part][c] for both layouts.
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _next_pow2(v: int) -> int:
+    return 1 << max(0, (int(v) - 1).bit_length())
+
+
+def _prev_pow2(v: int) -> int:
+    """The largest power of two <= v (v >= 1)."""
+    return 1 << (int(v).bit_length() - 1)
+
+
+# About this many reduction programs are wanted (before the H*W limit), as in the CUDA C++
+# kernels: enough to fill the device, few enough to combine quickly in the MLP kernels.
+_TARGET_PROGRAMS = 512
+_NUM_WARPS = 8
+
+
+class _Plan:
+    """The partition of one (N, HW, C) pass: tile, rows per program, parts per sample."""
+
+    def __init__(self, n, c, hw, channels_last):
+        if channels_last:
+            # Whole rows of channels per tile: a tile is a contiguous run of memory.
+            self.block_c = min(_next_pow2(c), 256)
+            self.block_hw = max(1, 4096 // self.block_c)
+        else:
+            # Long runs along each plane, a few planes per tile.
+            self.block_c = min(_next_pow2(c), 4)
+            self.block_hw = 1024
+        self.ctiles = _cdiv(c, self.block_c)
+        if n * c * hw == 0:
+            self.rows, self.parts = 1, 0  # nothing to read
+            return
+        # Split each sample's rows into `parts` ranges, a whole number of tiles each, so that
+        # about _TARGET_PROGRAMS programs run; the split depends on the shape only.
+        want = max(1, min(_cdiv(_TARGET_PROGRAMS, n * self.ctiles), _cdiv(hw, self.block_hw)))
+        self.rows = _cdiv(_cdiv(hw, want), self.block_hw) * self.block_hw
+        self.parts = _cdiv(hw, self.rows)
+
+
+def _strides(x, channels_last):
+    n, c, h, w = x.shape
+    return (c * h * w, c, 1) if channels_last else (c * h * w, 1, h * w)  # (s_n, s_hw, s_c)
+
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _ca_reduce_kernel(a_ptr, b_ptr, partial_ptr, HW, C, s_n, s_hw, s_c, rows, parts,
+                          PROD: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+        """partial[(n * parts + part) * C + c] = sum over rows [part * rows, ...) of a (or a * b).
+        Program (n * parts + part, channel tile); one tl.sum tree per program, no atomics."""
+        pid = tl.program_id(0)
+        n = pid // parts
+        part = pid % parts
+        offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = offs_c < C
+        acc_ty = partial_ptr.dtype.element_ty
+        base = n.to(tl.int64) * s_n
+        c_off = offs_c.to(tl.int64)[None, :] * s_c
+        row0 = part.to(tl.int64) * rows
+        acc = tl.zeros([BLOCK_HW, BLOCK_C], dtype=acc_ty)
+        for start in range(0, rows, BLOCK_HW):
+            offs_hw = row0 + start + tl.arange(0, BLOCK_HW)
+            mask = (offs_hw < HW)[:, None] & cmask[None, :]
+            off = base + offs_hw[:, None] * s_hw + c_off
+            v = tl.load(a_ptr + off, mask=mask, other=0.0).to(acc_ty)
+            if PROD:
+                v = v * tl.load(b_ptr + off, mask=mask, other=0.0).to(acc_ty)
+            acc += v
+        tl.store(partial_ptr + pid.to(tl.int64) * C + offs_c, tl.sum(acc, axis=0), mask=cmask)
+
+    @triton.jit
+    def _ca_affine_kernel(a_ptr, scale_ptr, r_ptr, shift_ptr, o_ptr, HW, C, s_n, s_hw, s_c, rows,
+                          parts, HAS_R: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+        """o = a * scale[n, c] + (r if HAS_R else shift[n, c]); same partition as the reduction."""
+        pid = tl.program_id(0)
+        n = pid // parts
+        part = pid % parts
+        offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = offs_c < C
+        acc_ty = scale_ptr.dtype.element_ty
+        vec = n.to(tl.int64) * C + offs_c
+        sc = tl.load(scale_ptr + vec, mask=cmask, other=0.0)
+        if not HAS_R:
+            sh = tl.load(shift_ptr + vec, mask=cmask, other=0.0)
+        base = n.to(tl.int64) * s_n
+        c_off = offs_c.to(tl.int64)[None, :] * s_c
+        row0 = part.to(tl.int64) * rows
+        for start in range(0, rows, BLOCK_HW):
+            offs_hw = row0 + start + tl.arange(0, BLOCK_HW)
+            mask = (offs_hw < HW)[:, None] & cmask[None, :]
+            off = base + offs_hw[:, None] * s_hw + c_off
+            v = tl.load(a_ptr + off, mask=mask, other=0.0).to(acc_ty) * sc[None, :]
+            if HAS_R:
+                v = v + tl.load(r_ptr + off, mask=mask, other=0.0).to(acc_ty)
+            else:
+                v = v + sh[None, :]
+            tl.store(o_ptr + off, v.to(o_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _combine(partial_ptr, n, parts, C, offs_c, cmask, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        """t[c] = sum_k partial[(n * parts + k) * C + c] for one sample, in a fixed order."""
+        acc_ty = partial_ptr.dtype.element_ty
+        t = tl.zeros([BLOCK_C], dtype=acc_ty)
+        for k0 in range(0, parts, BLOCK_P):
+            offs_k = k0 + tl.arange(0, BLOCK_P)
+            rows = n.to(tl.int64) * parts + offs_k
+            mask = (offs_k < parts)[:, None] & cmask[None, :]
+            t += tl.sum(tl.load(partial_ptr + rows[:, None] * C + offs_c[None, :], mask=mask, other=0.0), axis=0)
+        return t
+
+    @triton.jit
+    def _ca_mlp_forward_kernel(partial_ptr, parts, HW, w1_ptr, b1_ptr, w2_ptr, b2_ptr, p_ptr, h_ptr,
+                               s_ptr, C, HIDDEN, HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
+                               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr):
+        """One program per sample: p = combined partials / HW, h = relu(W1 p + b1),
+        s = sigmoid(W2 h + b2). Masked lanes are zeroed with tl.where, never by multiplying by
+        a zero weight, so that a NaN in one channel cannot leak into the padding and back."""
+        n = tl.program_id(0)
+        acc_ty = p_ptr.dtype.element_ty
+        offs_j = tl.arange(0, BLOCK_H)
+        jmask = offs_j < HIDDEN
+        hacc = tl.zeros([BLOCK_H], dtype=acc_ty)
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            cmask = offs_c < C
+            p = _combine(partial_ptr, n, parts, C, offs_c, cmask, BLOCK_P, BLOCK_C) / HW
+            tl.store(p_ptr + n.to(tl.int64) * C + offs_c, p, mask=cmask)
+            m = jmask[:, None] & cmask[None, :]
+            w1 = tl.load(w1_ptr + offs_j[:, None] * C + offs_c[None, :], mask=m, other=0.0).to(acc_ty)
+            hacc += tl.sum(tl.where(m, w1 * p[None, :], 0.0), axis=1)
+        if HAS_B1:
+            hacc += tl.load(b1_ptr + offs_j, mask=jmask, other=0.0).to(acc_ty)
+        # relu keeping NaN (torch.relu does); zero on the padding.
+        h = tl.where(jmask, tl.where(hacc < 0.0, 0.0, hacc), 0.0)
+        tl.store(h_ptr + n.to(tl.int64) * HIDDEN + offs_j, h, mask=jmask)
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            cmask = offs_c < C
+            m = cmask[:, None] & jmask[None, :]
+            w2 = tl.load(w2_ptr + offs_c[:, None] * HIDDEN + offs_j[None, :], mask=m, other=0.0).to(acc_ty)
+            v = tl.sum(tl.where(m, w2 * h[None, :], 0.0), axis=1)
+            if HAS_B2:
+                v += tl.load(b2_ptr + offs_c, mask=cmask, other=0.0).to(acc_ty)
+            tl.store(s_ptr + n.to(tl.int64) * C + offs_c, 1.0 / (1.0 + tl.exp(-v)), mask=cmask)
+
+    @triton.jit
+    def _ca_mlp_backward_kernel(partial_ptr, parts, HW, p_ptr, h_ptr, s_ptr, w1_ptr, w2_ptr, N, C,
+                                HIDDEN, ds_ptr, dh_ptr, shift_ptr, gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr,
+                                BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+                                BLOCK_H: tl.constexpr):
+        """The whole MLP backward in one program. Samples go BLOCK_N at a time through 3-D
+        tiles (sample, channel, hidden), so a batch costs a few loop trips, not one per sample.
+        Phase 1 writes ds_pre, dh_pre and dx's shift dp / HW per sample; phase 2 sums the weight
+        gradients over samples in order (no atomics)."""
+        acc_ty = p_ptr.dtype.element_ty
+        offs_j = tl.arange(0, BLOCK_H)
+        jmask = offs_j < HIDDEN
+        for n0 in range(0, N, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            nmask = offs_n < N
+            rows_n = offs_n.to(tl.int64)
+            dh = tl.zeros([BLOCK_N, BLOCK_H], dtype=acc_ty)
+            for c0 in range(0, C, BLOCK_C):
+                offs_c = c0 + tl.arange(0, BLOCK_C)
+                cmask = offs_c < C
+                nc = nmask[:, None] & cmask[None, :]
+                # t[n, c] = sum over parts, a [BLOCK_N, BLOCK_P, BLOCK_C] tile at a time.
+                t = tl.zeros([BLOCK_N, BLOCK_C], dtype=acc_ty)
+                for k0 in range(0, parts, BLOCK_P):
+                    offs_k = k0 + tl.arange(0, BLOCK_P)
+                    rows = rows_n[:, None, None] * parts + offs_k[None, :, None]
+                    m3 = nc[:, None, :] & (offs_k < parts)[None, :, None]
+                    t += tl.sum(tl.load(partial_ptr + rows * C + offs_c[None, None, :], mask=m3, other=0.0), axis=1)
+                nc_off = rows_n[:, None] * C + offs_c[None, :]
+                sv = tl.load(s_ptr + nc_off, mask=nc, other=0.0)
+                ds = tl.where(nc, t * (1.0 - sv) * sv, 0.0)
+                tl.store(ds_ptr + nc_off, ds, mask=nc)
+                cj = cmask[:, None] & jmask[None, :]
+                w2 = tl.load(w2_ptr + offs_c[:, None] * HIDDEN + offs_j[None, :], mask=cj, other=0.0).to(acc_ty)
+                dh += tl.sum(tl.where(cj[None, :, :], ds[:, :, None] * w2[None, :, :], 0.0), axis=1)
+            nj = nmask[:, None] & jmask[None, :]
+            nj_off = rows_n[:, None] * HIDDEN + offs_j[None, :]
+            hv = tl.load(h_ptr + nj_off, mask=nj, other=0.0)
+            # ReLU's backward as torch's threshold_backward: zero where the output is <= 0 (a
+            # NaN output passes its gradient on).
+            dh = tl.where(nj, tl.where(hv <= 0.0, 0.0, dh), 0.0)
+            tl.store(dh_ptr + nj_off, dh, mask=nj)
+            for c0 in range(0, C, BLOCK_C):
+                offs_c = c0 + tl.arange(0, BLOCK_C)
+                cmask = offs_c < C
+                nc = nmask[:, None] & cmask[None, :]
+                cj = cmask[:, None] & jmask[None, :]
+                w1t = tl.load(w1_ptr + offs_j[None, :] * C + offs_c[:, None], mask=cj, other=0.0).to(acc_ty)
+                dp = tl.sum(tl.where(cj[None, :, :], dh[:, None, :] * w1t[None, :, :], 0.0), axis=2)
+                tl.store(shift_ptr + rows_n[:, None] * C + offs_c[None, :], dp / HW, mask=nc)
+        # Phase 2 reads what phase 1 stored from other threads of this program.
+        tl.debug_barrier()
+        w_ty = gw1_ptr.dtype.element_ty
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            cmask = offs_c < C
+            cj = cmask[:, None] & jmask[None, :]
+            gw2 = tl.zeros([BLOCK_C, BLOCK_H], dtype=acc_ty)
+            gw1t = tl.zeros([BLOCK_C, BLOCK_H], dtype=acc_ty)
+            gb2 = tl.zeros([BLOCK_C], dtype=acc_ty)
+            for n0 in range(0, N, BLOCK_N):
+                offs_n = n0 + tl.arange(0, BLOCK_N)
+                nmask = offs_n < N
+                rows_n = offs_n.to(tl.int64)
+                nc = nmask[:, None] & cmask[None, :]
+                nj = nmask[:, None] & jmask[None, :]
+                ds = tl.load(ds_ptr + rows_n[:, None] * C + offs_c[None, :], mask=nc, other=0.0)
+                pv = tl.load(p_ptr + rows_n[:, None] * C + offs_c[None, :], mask=nc, other=0.0)
+                hv = tl.load(h_ptr + rows_n[:, None] * HIDDEN + offs_j[None, :], mask=nj, other=0.0)
+                dh = tl.load(dh_ptr + rows_n[:, None] * HIDDEN + offs_j[None, :], mask=nj, other=0.0)
+                m3 = nc[:, :, None] & nj[:, None, :]
+                gw2 += tl.sum(tl.where(m3, ds[:, :, None] * hv[:, None, :], 0.0), axis=0)
+                gw1t += tl.sum(tl.where(m3, pv[:, :, None] * dh[:, None, :], 0.0), axis=0)
+                gb2 += tl.sum(ds, axis=0)
+            tl.store(gw2_ptr + offs_c[:, None] * HIDDEN + offs_j[None, :], gw2.to(w_ty), mask=cj)
+            tl.store(gw1_ptr + offs_j[None, :] * C + offs_c[:, None], gw1t.to(w_ty), mask=cj)
+            tl.store(gb2_ptr + offs_c, gb2.to(w_ty), mask=cmask)
+        gb1 = tl.zeros([BLOCK_H], dtype=acc_ty)
+        for n0 in range(0, N, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            nj = (offs_n < N)[:, None] & jmask[None, :]
+            gb1 += tl.sum(tl.load(dh_ptr + offs_n.to(tl.int64)[:, None] * HIDDEN + offs_j[None, :], mask=nj, other=0.0), axis=0)
+        tl.store(gb1_ptr + offs_j, gb1.to(w_ty), mask=jmask)
+
+    def _mlp_blocks(n, c, hidden, parts):
+        """Tile sizes of the MLP kernels: all of hidden at once, the rest bounded so that a 3-D
+        tile stays about 8K elements (registers of one program)."""
+        block_h = _next_pow2(hidden)
+        block_n = min(_next_pow2(n), 16)
+        block_c = min(_next_pow2(c), _prev_pow2(max(1, 8192 // (block_n * block_h))))
+        block_p = min(_next_pow2(parts), _prev_pow2(max(1, 8192 // (block_n * block_c))))
+        return block_n, block_p, block_c, block_h
+
+    def _reduce(a, b, plan, channels_last, partial):
+        n, c, h, w = a.shape
+        if plan.parts:
+            _ca_reduce_kernel[(n * plan.parts, plan.ctiles)](
+                a, a if b is None else b, partial, h * w, c, *_strides(a, channels_last), plan.rows,
+                plan.parts, PROD=b is not None, BLOCK_HW=plan.block_hw, BLOCK_C=plan.block_c,
+                num_warps=_NUM_WARPS)
+
+    def _affine(a, scale, r, shift, out, plan, channels_last):
+        n, c, h, w = a.shape
+        if plan.parts:
+            _ca_affine_kernel[(n * plan.parts, plan.ctiles)](
+                a, scale, a if r is None else r, scale if shift is None else shift, out, h * w, c,
+                *_strides(a, channels_last), plan.rows, plan.parts, HAS_R=r is not None,
+                BLOCK_HW=plan.block_hw, BLOCK_C=plan.block_c, num_warps=_NUM_WARPS)
+
+    def _ca_tail_forward_triton(x, r, w1, b1, w2, b2):
+        """The Triton kernels on any device Triton runs on (CUDA; CPU under TRITON_INTERPRET=1)."""
+        m1, m2 = check_forward(x, r, w1, b1, w2, b2)
+        fmt = output_memory_format(x)
+        channels_last = fmt == torch.channels_last
+        xd, rd = x.contiguous(memory_format=fmt), r.contiguous(memory_format=fmt)
+        m1, m2 = m1.contiguous(), m2.contiguous()
+        b1 = None if b1 is None else b1.contiguous()
+        b2 = None if b2 is None else b2.contiguous()
+        n, c, h, w = x.shape
+        hidden = m1.shape[0]
+        vdt = vector_dtype(x.dtype)
+        out = _empty_like_x(x, r.dtype)
+        p, hv, s = (x.new_empty((n, k), dtype=vdt) for k in (c, hidden, c))
+        if n == 0:
+            return out, p, hv, s
+        plan = _Plan(n, c, h * w, channels_last)
+        partial = torch.empty(max(1, n * plan.parts * c), dtype=vdt, device=x.device)
+        _reduce(xd, None, plan, channels_last, partial)
+        _, block_p, block_c, block_h = _mlp_blocks(1, c, hidden, plan.parts)
+        _ca_mlp_forward_kernel[(n,)](
+            partial, plan.parts, h * w, m1, b1, m2, b2, p, hv, s, c, hidden, HAS_B1=b1 is not None,
+            HAS_B2=b2 is not None, BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_H=block_h, num_warps=4)
+        _affine(xd, s, rd, None, out, plan, channels_last)
+        return out, p, hv, s
+
+    def _ca_tail_backward_triton(grad, x, w1, w2, p, h, s):
+        m1, m2 = check_backward(grad, x, w1, w2, p, h, s)
+        fmt = output_memory_format(x)
+        channels_last = fmt == torch.channels_last
+        gd, xd = grad.contiguous(memory_format=fmt), x.contiguous(memory_format=fmt)
+        m1, m2 = m1.contiguous(), m2.contiguous()
+        p, h, s = p.contiguous(), h.contiguous(), s.contiguous()
+        n, c, hh, ww = x.shape
+        hidden = m1.shape[0]
+        vdt = vector_dtype(x.dtype)
+        grad_x = _empty_like_x(x, x.dtype)
+        gw1, gw2 = w1.new_empty(m1.shape), w1.new_empty(m2.shape)
+        gb1, gb2 = w1.new_empty((hidden,)), w1.new_empty((c,))
+        if n == 0:
+            # No samples: the weight gradients are sums over nothing.
+            return grad_x, gw1.zero_().view(w1.shape), gb1.zero_(), gw2.zero_().view(w2.shape), gb2.zero_()
+        plan = _Plan(n, c, hh * ww, channels_last)
+        partial = torch.empty(max(1, n * plan.parts * c), dtype=vdt, device=x.device)
+        _reduce(gd, xd, plan, channels_last, partial)
+        shift, ds = (torch.empty((n, c), dtype=vdt, device=x.device) for _ in range(2))
+        dh = torch.empty((n, hidden), dtype=vdt, device=x.device)
+        block_n, block_p, block_c, block_h = _mlp_blocks(n, c, hidden, plan.parts)
+        _ca_mlp_backward_kernel[(1,)](
+            partial, plan.parts, hh * ww, p, h, s, m1, m2, n, c, hidden, ds, dh, shift, gw1, gb1, gw2,
+            gb2, BLOCK_N=block_n, BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_H=block_h, num_warps=_NUM_WARPS)
+        _affine(gd, s, None, shift, grad_x, plan, channels_last)
+        return grad_x, gw1.view(w1.shape), gb1, gw2.view(w2.shape), gb2
+
+else:
+    _ca_tail_forward_triton = _ca_tail_backward_triton = None
+
+register_cuda("ca_tail", "ca_tail_forward", default="triton", triton=_ca_tail_forward_triton,
+              cuda=cuda_cpp_kernel("ca_tail_forward"))
+register_cuda("ca_tail", "ca_tail_backward", default="triton", triton=_ca_tail_backward_triton,
+              cuda=cuda_cpp_kernel("ca_tail_backward"))
+
+
+# -------------------------------------------------------------------------------------------
+# Autograd on ca_tail_forward (ca_tail decomposes into it).
+
+def _setup_context(ctx, inputs, output):
+    x, _, w1, b1, w2, b2 = inputs
+    _, p, h, s = output
+    ctx.mark_non_differentiable(p, h, s)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(x, w1, w2, p, h, s)
+
+
+def _backward(ctx, grad, _grad_p, _grad_h, _grad_s):
+    if torch.is_grad_enabled():
+        raise NotImplementedError("mprnet::ca_tail: double backward (create_graph=True) is not supported")
+    need_x, need_r, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
+    if grad is None:
+        return None, None, None, None, None, None
+    grads = [None] * 5
+    if need_x or need_w1 or need_b1 or need_w2 or need_b2:
+        grads = list(torch.ops.mprnet.ca_tail_backward(grad, *ctx.saved_tensors))
+    grad_x, grad_w1, grad_b1, grad_w2, grad_b2 = (g if need else None for g, need in zip(
+        grads, (need_x, need_w1, need_b1, need_w2, need_b2)))
+    return grad_x, (grad if need_r else None), grad_w1, grad_b1, grad_w2, grad_b2
+
+
+torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
+
+
+def ca_tail(x: torch.Tensor, r: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
+            w2: torch.Tensor, b2: Optional[torch.Tensor]) -> torch.Tensor:
+    """x * sigmoid(W2 relu(W1 mean_hw(x) + b1) + b2) + r, fused (4 passes forward, 4 backward).
+
+    x: (N, C, H, W); r: like x (x's dtype, or float32 for a float16/bfloat16 x); w1: (C/r, C)
+    or the 1x1 conv weight (C/r, C, 1, 1); w2: (C, C/r) or (C, C/r, 1, 1); b1, b2: biases or
+    None. The result has r's dtype and x's memory layout (channels_last stays channels_last).
+    """
+    return torch.ops.mprnet.ca_tail(x, r, w1, b1, w2, b2)
