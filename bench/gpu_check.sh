@@ -45,6 +45,10 @@ step build python setup.py build_ext --inplace
 step info python -m mprnet_kernels.cli info
 step verify python -m mprnet_kernels.cli verify --fixture tests/data/mprnet_small_float64.pt
 step gpu_tests python -m pytest -m gpu -q -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml"
-step benchmarks python -m pytest bench -q -p no:cacheprovider --benchmark-only \
+# GPU figures only (CPU ones are measured on the CPU machines). Compiling the whole model takes
+# minutes per variant: MPRNET_BENCH_COMPILE=1 includes those.
+select="cuda"
+[ "${MPRNET_BENCH_COMPILE:-0}" = 1 ] || select="cuda and not (bench_inference and compile) and not (bench_training_step and compile)"
+step benchmarks python -m pytest bench -q -p no:cacheprovider --benchmark-only -k "$select" \
   --benchmark-json="$OUT/benchmarks.json"
 exit $status

@@ -2,6 +2,7 @@
 
     import mprnet_kernels                 # registers torch.ops.mprnet.*
     mprnet_kernels.ops.sam_gate(x1, z, x)
+    mprnet_kernels.MPRNet(...)            # the fast drop-in model (same state_dict)
     mprnet_kernels.reference.MPRNet(...)  # the pure-PyTorch oracle
 """
 
@@ -10,6 +11,7 @@ from . import ops
 from .nn import CharbonnierLoss, EdgeLoss, MPRNetLoss
 from ._build_info import build_info
 from .checkpoint import load_checkpoint
+from .model import MPRNet, Rewrites
 from .version import __version__
 
-__all__ = ["CharbonnierLoss", "EdgeLoss", "MPRNetLoss", "build_info", "load_checkpoint", "ops", "__version__"]
+__all__ = ["CharbonnierLoss", "EdgeLoss", "MPRNet", "MPRNetLoss", "Rewrites", "build_info", "load_checkpoint", "ops", "__version__"]

@@ -11,7 +11,7 @@ from typing import Callable, List, Sequence
 
 import torch
 
-from . import ops
+from . import ops, reference
 from .ops import _backend
 from .testing import OP_TOLERANCE, rel_err
 
@@ -44,9 +44,25 @@ def _ca_tail_reference(x, r, w1, b1, w2, b2):
     return x * gate + r
 
 
+def _image_pair_inputs(g, stages=1):
+    # Odd H and W, so the Laplacian's replicate-padding folds at both ends are exercised.
+    return [torch.rand(2, 3, 21, 30, generator=g, dtype=torch.float64) for _ in range(stages + 1)]
+
+
+def _mprnet_loss(*tensors):
+    return ops.mprnet_loss(list(tensors[:-1]), tensors[-1])
+
+
+def _mprnet_loss_reference(*tensors):
+    return reference.MPRNetLoss()(list(tensors[:-1]), tensors[-1])
+
+
 CASES: List[Case] = [
     Case("sam_gate", _sam_gate_inputs, ops.sam_gate, lambda x1, z, x: x1 * torch.sigmoid(z) + x),
     Case("ca_tail", _ca_tail_inputs, ops.ca_tail, _ca_tail_reference),
+    Case("charbonnier_loss", _image_pair_inputs, ops.charbonnier_loss, reference.charbonnier_loss),
+    Case("edge_loss", _image_pair_inputs, ops.edge_loss, reference.edge_loss),
+    Case("mprnet_loss", lambda g: _image_pair_inputs(g, stages=3), _mprnet_loss, _mprnet_loss_reference),
 ]
 
 

@@ -1,0 +1,221 @@
+"""The fast drop-in MPRNet: the reference's modules and state_dict, a faster forward.
+
+`MPRNet` subclasses the reference, so its constructor, `from_preset`, attribute names,
+state_dict keys and shared PReLU are the reference's by construction; only `forward` differs.
+It applies exact rewrites of the computation (OPS.md, "Other exact rewrites"), each of which can
+be switched off on its own through `Rewrites` so that its effect and exactness can be measured:
+
+- ``batch_patches``: the four stage-1 patches run as one batch of 4N and the two stage-2 halves
+  as one batch of 2N. Channel attention pools per sample, so this changes no number; it turns
+  six passes through the stage-1/2 networks into two, with bigger, faster convolutions.
+- ``conv_before_upsample``: a bias-free 1x1 conv commutes with the bilinear x2 resize (both are
+  linear, the resize per channel), so UpSample/SkipUpSample convolve at the low resolution (4x
+  fewer FLOPs and bytes). In stage 3 the chains 1x1 -> resize -> 1x1 -> resize -> 1x1 collapse
+  into one merged 1x1 conv at 1/4 resolution followed by the two resizes; a bias commutes too,
+  because bilinear weights sum to one.
+- ``avgpool_downsample``: bilinear x0.5 with align_corners=False on even sizes is exactly 2x2
+  average pooling, a cheaper kernel than the general resize.
+- ``fused_blocks``: CAB and SAM from mprnet_kernels.nn (fused channel-attention tail and SAM
+  gate ops) instead of the reference's eager modules.
+- ``channels_last``: features flow in channels_last memory order (weights converted once at
+  construction, the input on entry, the three output images back to the input's layout), the
+  layout fast CPU (oneDNN) and GPU (cuDNN) convolutions work in; the fused ops read it in
+  memory order. The same numbers, another layout.
+- ``checkpoint_stages`` (off by default, not a rewrite): activation checkpointing per stage,
+  trading recomputation for memory on big patches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint
+
+from . import reference
+from .nn import replace_blocks
+
+__all__ = ["MPRNet", "Rewrites"]
+
+
+@dataclass(frozen=True)
+class Rewrites:
+    """Which exact rewrites the fast forward applies (all on by default)."""
+
+    batch_patches: bool = True
+    conv_before_upsample: bool = True
+    avgpool_downsample: bool = True
+    fused_blocks: bool = True
+    channels_last: bool = True
+    checkpoint_stages: bool = False
+
+    @classmethod
+    def none(cls) -> "Rewrites":
+        """Every rewrite off: the reference computation, in this class's code."""
+        return cls(**{f.name: False for f in fields(cls)})
+
+
+def _up2(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def _matrix(conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 conv's weight as a (out, in) matrix."""
+    return conv.weight.flatten(1)
+
+
+def _conv1x1(x: torch.Tensor, matrix: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    return F.conv2d(x, matrix[:, :, None, None], bias)
+
+
+def _side_by_side(quarters: torch.Tensor, n: int) -> torch.Tensor:
+    """(4N, C, h, w) patches ordered [top-left, top-right, bottom-left, bottom-right] ->
+    (2N, C, h, 2w): the top row then the bottom row, left and right joined along width."""
+    _, c, h, w = quarters.shape
+    return quarters.view(2, 2, n, c, h, w).permute(0, 2, 3, 4, 1, 5).reshape(2 * n, c, h, 2 * w)
+
+
+def _stacked(halves: torch.Tensor, n: int) -> torch.Tensor:
+    """(2N, C, h, w) ordered [top, bottom] -> (N, C, 2h, w), top above bottom."""
+    _, c, h, w = halves.shape
+    return halves.view(2, n, c, h, w).permute(1, 2, 0, 3, 4).reshape(n, c, 2 * h, w)
+
+
+class MPRNet(reference.MPRNet):
+    """Drop-in fast MPRNet: same constructor (plus `rewrites`), state_dict and outputs.
+
+    ``forward(x)`` returns ``[stage3_img, stage2_img, stage1_img]`` like the reference.
+    """
+
+    def __init__(self, in_c: int = 3, out_c: int = 3, n_feat: int = 96, scale_unetfeats: int = 48,
+                 scale_orsnetfeats: int = 32, num_cab: int = 8, kernel_size: int = 3,
+                 reduction: int = 4, bias: bool = False, rewrites: Optional[Rewrites] = None):
+        super().__init__(in_c, out_c, n_feat, scale_unetfeats, scale_orsnetfeats, num_cab,
+                         kernel_size, reduction, bias)
+        self.rewrites = rewrites if rewrites is not None else Rewrites()
+        if self.rewrites.fused_blocks:
+            # Swaps the reference CALayer/CAB/SAM instances for the fused ones in place, on the
+            # same parameter tensors (state_dict and the shared PReLU are unchanged).
+            replace_blocks(self)
+        if self.rewrites.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------ building blocks
+    def _down(self, module: reference.DownSample, x: torch.Tensor) -> torch.Tensor:
+        if not self.rewrites.avgpool_downsample:
+            return module(x)
+        return module.down[1](F.avg_pool2d(x, 2))
+
+    def _skip_up(self, module: reference.SkipUpSample, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if not self.rewrites.conv_before_upsample:
+            return module(x, y)
+        return _up2(module.up[1](x)) + y
+
+    def _encoder(self, enc: reference.Encoder, x: torch.Tensor,
+                 prev_enc: Optional[Sequence[torch.Tensor]] = None,
+                 prev_dec: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
+        fuse = prev_enc is not None
+        enc1 = enc.encoder_level1(x)
+        if fuse:
+            enc1 = enc1 + enc.csff_enc1(prev_enc[0]) + enc.csff_dec1(prev_dec[0])
+        enc2 = enc.encoder_level2(self._down(enc.down12, enc1))
+        if fuse:
+            enc2 = enc2 + enc.csff_enc2(prev_enc[1]) + enc.csff_dec2(prev_dec[1])
+        enc3 = enc.encoder_level3(self._down(enc.down23, enc2))
+        if fuse:
+            enc3 = enc3 + enc.csff_enc3(prev_enc[2]) + enc.csff_dec3(prev_dec[2])
+        return [enc1, enc2, enc3]
+
+    def _decoder(self, dec: reference.Decoder, enc: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        enc1, enc2, enc3 = enc
+        dec3 = dec.decoder_level3(enc3)
+        dec2 = dec.decoder_level2(self._skip_up(dec.up32, dec3, dec.skip_attn2(enc2)))
+        dec1 = dec.decoder_level1(self._skip_up(dec.up21, dec2, dec.skip_attn1(enc1)))
+        return [dec1, dec2, dec3]
+
+    def _orsnet(self, x: torch.Tensor, enc: Sequence[torch.Tensor], dec: Sequence[torch.Tensor]) -> torch.Tensor:
+        o = self.stage3_orsnet
+        if not self.rewrites.conv_before_upsample:
+            return o(x, enc, dec)
+        x = o.orb1(x) + o.conv_enc1(enc[0]) + o.conv_dec1(dec[0])
+
+        # Level 2: conv(up(conv_up(e))) == up(conv . conv_up (e)); both branches share one resize.
+        m_enc = _matrix(o.conv_enc2) @ _matrix(o.up_enc1.up[1])
+        m_dec = _matrix(o.conv_dec2) @ _matrix(o.up_dec1.up[1])
+        low = _conv1x1(enc[1], m_enc, o.conv_enc2.bias) + _conv1x1(dec[1], m_dec, o.conv_dec2.bias)
+        x = o.orb2(x) + _up2(low)
+
+        # Level 3: two UpSamples in a row: conv3 . up . conv_b . up . conv_a == up . up . (conv3 conv_b conv_a).
+        m_enc = _matrix(o.conv_enc3) @ _matrix(o.up_enc2[1].up[1]) @ _matrix(o.up_enc2[0].up[1])
+        m_dec = _matrix(o.conv_dec3) @ _matrix(o.up_dec2[1].up[1]) @ _matrix(o.up_dec2[0].up[1])
+        low = _conv1x1(enc[2], m_enc, o.conv_enc3.bias) + _conv1x1(dec[2], m_dec, o.conv_dec3.bias)
+        return o.orb3(x) + _up2(_up2(low))
+
+    def _stage(self, fn, *args):
+        if self.rewrites.checkpoint_stages and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    # ------------------------------------------------------------------ stages
+    def _stage1_batched(self, x: torch.Tensor, halves: torch.Tensor):
+        n = x.shape[0]
+        h, w = x.shape[2] // 2, x.shape[3] // 2
+        quarters = torch.cat([x[..., :h, :w], x[..., :h, w:], x[..., h:, :w], x[..., h:, w:]], dim=0)
+        feat1 = [_side_by_side(f, n) for f in self._encoder(self.stage1_encoder, self.shallow_feat1(quarters))]
+        res1 = self._decoder(self.stage1_decoder, feat1)
+        sam_feat, img = self.sam12(res1[0], halves)
+        return feat1, res1, sam_feat, _stacked(img, n)
+
+    def _stage2_batched(self, halves, sam_feat, feat1, res1):
+        n = halves.shape[0] // 2
+        merged = self.concat12(torch.cat([self.shallow_feat2(halves), sam_feat], dim=1))
+        feat2 = [_stacked(f, n) for f in self._encoder(self.stage2_encoder, merged, feat1, res1)]
+        res2 = self._decoder(self.stage2_decoder, feat2)
+        return feat2, res2
+
+    def _stages12_per_patch(self, x: torch.Tensor):
+        """Stages 1 and 2 patch by patch, as the reference does (batch_patches off)."""
+        h, w = x.shape[2] // 2, x.shape[3] // 2
+        halves = [x[:, :, :h, :], x[:, :, h:, :]]
+        feats, ress, sams, imgs = [], [], [], []
+        for half in halves:
+            left = self._encoder(self.stage1_encoder, self.shallow_feat1(half[..., :w]))
+            right = self._encoder(self.stage1_encoder, self.shallow_feat1(half[..., w:]))
+            feat = [torch.cat([a, b], dim=3) for a, b in zip(left, right)]
+            res = self._decoder(self.stage1_decoder, feat)
+            sam_feat, img = self.sam12(res[0], half)
+            feats.append(feat), ress.append(res), sams.append(sam_feat), imgs.append(img)
+        stage1_img = torch.cat(imgs, dim=2)
+        parts = [self._encoder(self.stage2_encoder,
+                               self.concat12(torch.cat([self.shallow_feat2(half), sam], dim=1)), feat, res)
+                 for half, sam, feat, res in zip(halves, sams, feats, ress)]
+        feat2 = [torch.cat([t, b], dim=2) for t, b in zip(*parts)]
+        return feat2, self._decoder(self.stage2_decoder, feat2), stage1_img
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        self._check_input(x)
+        if not self.rewrites.channels_last:
+            return self._forward(x)
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        outputs = self._forward(x.contiguous(memory_format=torch.channels_last))
+        return [o.contiguous(memory_format=layout) for o in outputs]
+
+    def _forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        if self.rewrites.batch_patches:
+            h = x.shape[2] // 2
+            halves = torch.cat([x[:, :, :h], x[:, :, h:]], dim=0)
+            feat1, res1, sam_feat, stage1_img = self._stage(self._stage1_batched, x, halves)
+            feat2, res2 = self._stage(self._stage2_batched, halves, sam_feat, feat1, res1)
+        else:
+            feat2, res2, stage1_img = self._stage(self._stages12_per_patch, x)
+        sam_feat, stage2_img = self.sam23(res2[0], x)
+
+        def stage3(x, sam_feat, *features):
+            x3 = self.concat23(torch.cat([self.shallow_feat3(x), sam_feat], dim=1))
+            return self.tail(self._orsnet(x3, features[:3], features[3:])) + x
+
+        stage3_img = self._stage(stage3, x, sam_feat, *feat2, *res2)
+        return [stage3_img, stage2_img, stage1_img]

@@ -1,0 +1,150 @@
+"""The fast MPRNet against the reference: the golden fixture, each preset's widths, each
+rewrite alone and all together, forward and every gradient."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import rel_err
+from mprnet_kernels import reference
+from mprnet_kernels.fixture import FIXTURE_TOLERANCE, fixture_errors
+from mprnet_kernels.model import MPRNet, Rewrites
+
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "mprnet_small_float64.pt"
+REWRITES = [f.name for f in dataclasses.fields(Rewrites)]
+
+
+def only(name):
+    return dataclasses.replace(Rewrites.none(), **{name: True})
+
+
+# Each rewrite alone, none, and every one of them together.
+CONFIGS = {"none": Rewrites.none(), **{name: only(name) for name in REWRITES},
+           "all": dataclasses.replace(Rewrites(), checkpoint_stages=True), "default": Rewrites()}
+
+
+def _fused_blocks_available():
+    try:
+        from mprnet_kernels import nn as fused
+        return hasattr(fused, "CAB") and hasattr(fused, "SAM")
+    except ImportError:
+        return False
+
+
+def needs(rewrites):
+    if rewrites.fused_blocks and not _fused_blocks_available():
+        pytest.skip("mprnet_kernels.nn CAB/SAM not available yet")
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return torch.load(FIXTURE, weights_only=True)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_fixture(golden, config):
+    rewrites = CONFIGS[config]
+    needs(rewrites)
+    errors = fixture_errors(golden, model_cls=lambda **cfg: MPRNet(**cfg, rewrites=rewrites))
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < FIXTURE_TOLERANCE, (worst, errors[worst])
+
+
+@pytest.mark.parametrize("preset", ["deblur", "derain", "denoise"])
+def test_preset_widths_forward_and_every_gradient(preset):
+    """Each preset's widths (num_cab cut to 1 for time) in float64, all rewrites on."""
+    needs(Rewrites())
+    torch.manual_seed(0)
+    ref = reference.MPRNet.from_preset(preset, num_cab=1).double()
+    fast = MPRNet.from_preset(preset, num_cab=1).double()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    y = torch.rand_like(x)
+    grads = []
+    for model in (ref, fast):
+        xi = x.clone().requires_grad_()
+        outs = model(xi)
+        loss = reference.MPRNetLoss()(outs, y)
+        loss.backward()
+        grads.append((outs, xi.grad, {k: p.grad for k, p in model.named_parameters()}))
+    (ref_out, ref_gx, ref_gp), (out, gx, gp) = grads
+    for a, b in zip(out, ref_out):
+        assert rel_err(a, b) < 1e-10
+    assert rel_err(gx, ref_gx) < 1e-10
+    assert gp.keys() == ref_gp.keys()
+    for name in ref_gp:
+        assert rel_err(gp[name], ref_gp[name]) < 1e-10, name
+
+
+def test_state_dict_is_the_reference_one():
+    needs(Rewrites())
+    ref = reference.MPRNet(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
+    fast = MPRNet(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
+    assert list(fast.state_dict()) == list(ref.state_dict())
+    for (k, a), (_, b) in zip(fast.state_dict().items(), ref.state_dict().items()):
+        assert a.shape == b.shape, k
+    # CAB bodies hold the PReLU at body.1 (a scalar); an ORB's body.1 may be a conv.
+    prelus = {p.data_ptr() for k, p in fast.state_dict().items() if k.endswith("body.1.weight") and p.numel() == 1}
+    assert len(prelus) == 1, "the PReLU must stay shared"
+
+
+def test_from_preset_and_size_check():
+    model = MPRNet.from_preset("derain", num_cab=1, rewrites=Rewrites.none())
+    assert isinstance(model, MPRNet) and model.rewrites == Rewrites.none()
+    with pytest.raises(ValueError, match="multiples of 8"):
+        model(torch.rand(1, 3, 20, 16))
+
+
+def _pair(num_cab=1, **kw):
+    torch.manual_seed(0)
+    ref = reference.MPRNet(n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=num_cab)
+    fast = MPRNet(n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=num_cab, **kw)
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+def test_float32_and_channels_last_within_model_tolerance():
+    ref, fast = _pair()
+    x = torch.rand(2, 3, 32, 40)
+    ref64 = reference.MPRNet(n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=1).double()
+    ref64.load_state_dict(ref.state_dict())
+    expected = ref64(x.double())
+    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+        for a, b in zip(fast(inp), expected):
+            assert rel_err(a, b) < 1e-4
+
+
+def test_bf16_autocast_within_tolerance():
+    ref, fast = _pair()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = ref(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fast(x)
+    for a, b in zip(out, expected):
+        assert rel_err(a.float(), b) < 2e-2
+
+
+def test_optimizer_steps_track_the_reference():
+    ref, fast = _pair()
+    x, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in (ref, fast)]
+    for _ in range(3):
+        for model, opt in zip((ref, fast), opts):
+            opt.zero_grad()
+            reference.MPRNetLoss()(model(x), y).backward()
+            opt.step()
+    for (name, a), (_, b) in zip(fast.named_parameters(), ref.named_parameters()):
+        assert rel_err(a, b) < 1e-4, name
+
+
+def test_torch_compile_fullgraph_forward_backward():
+    _, fast = _pair()
+    x = torch.rand(1, 3, 16, 16)
+    compiled = torch.compile(fast, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    out[0].sum().backward()
+    for a, b in zip(out, fast(x)):
+        assert rel_err(a, b) < 1e-5
