@@ -45,6 +45,7 @@ step build python setup.py build_ext --inplace
 step info python -m mprnet_kernels.cli info
 step verify python -m mprnet_kernels.cli verify --fixture tests/data/mprnet_small_float64.pt
 step gpu_tests python -m pytest -m gpu -q -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml"
+step bench_cli python -m mprnet_kernels.cli bench --full --json "$OUT/bench_cli.json"
 # GPU figures only (CPU ones are measured on the CPU machines). Compiling the whole model takes
 # minutes per variant: MPRNET_BENCH_COMPILE=1 includes those.
 select="cuda"

@@ -93,19 +93,6 @@ def _forward_backward(fn, inputs: Sequence[torch.Tensor], grad_seed: int):
     return out, [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads)]
 
 
-@contextlib.contextmanager
-def _cuda_backend(op: str, backend: str):
-    previous = _backend._chosen.get(op)
-    _backend.set_cuda_backend(op, backend)
-    try:
-        yield
-    finally:
-        if previous is None:
-            _backend._chosen.pop(op, None)
-        else:
-            _backend._chosen[op] = previous
-
-
 def _targets(case: Case):
     """(device, backend) pairs to check for `case` on this machine."""
     yield "cpu", "cpu"
@@ -119,7 +106,7 @@ def run_case(case: Case, device: str, backend: str, dtype: torch.dtype, seed: in
     base = [t.to(dtype) for t in case.make_inputs(g)]  # round once, so both sides see the same values
     ref_out, ref_grads = _forward_backward(case.reference, [t.double() for t in base], seed + 1)
     inputs = [t.to(device) for t in base]
-    ctx = _cuda_backend(case.op, backend) if device == "cuda" else contextlib.nullcontext()
+    ctx = _backend.using_cuda_backend(case.op, backend) if device == "cuda" else contextlib.nullcontext()
     with ctx:
         out, grads = _forward_backward(case.ours, inputs, seed + 1)
     fwd = rel_err(out, ref_out)

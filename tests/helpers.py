@@ -1,6 +1,147 @@
 """Helpers shared by the tests (the comparisons themselves live in mprnet_kernels.testing,
-where `mprnet-kernels verify` uses them too)."""
+where `mprnet-kernels verify` uses them too): seeded inputs, a forward+backward runner, the
+float64 comparison of an op's outputs and gradients, NaN/Inf, determinism and error-message
+checks, and the Triton loss kernels called directly."""
 
+from typing import Callable, Optional, Sequence
+
+import pytest
+import torch
+
+from mprnet_kernels.ops._backend import kernel
 from mprnet_kernels.testing import OP_TOLERANCE, layouts, rel_err
 
-__all__ = ["OP_TOLERANCE", "layouts", "rel_err"]
+__all__ = [
+    "OP_TOLERANCE",
+    "assert_deterministic_across_thread_counts",
+    "assert_nonfinite_like",
+    "assert_raises_mentioning",
+    "assert_same_bits",
+    "at_thread_counts",
+    "check_against_float64",
+    "forward_backward",
+    "grads_through",
+    "layouts",
+    "opcheck_inputs",
+    "rel_err",
+    "seeded_randn",
+    "triton_loss",
+]
+
+
+def seeded_randn(count: int, shape, dtype=torch.float64, device="cpu", seed=0) -> list:
+    """`count` standard normal tensors of `shape`, drawn in float64 on the CPU from one seeded
+    generator, then rounded to `dtype` and moved to `device` (so every dtype and device sees
+    the same draws)."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype) for _ in range(count)]
+
+
+def forward_backward(fn: Callable, *args, which: Optional[Sequence[bool]] = None, grad=None) -> tuple:
+    """(out, grad of each arg): fn on detached copies of args, those that `which` marks (all by
+    default) requiring grad, then out.backward(grad). None args stay None, and so do the
+    gradients of args that do not require grad."""
+    which = [True] * len(args) if which is None else which
+    leaves = [None if t is None else t.detach().requires_grad_(w) for t, w in zip(args, which)]
+    out = fn(*leaves)
+    out.backward(grad)
+    return (out, *(None if t is None else t.grad for t in leaves))
+
+
+def check_against_float64(fn: Callable, reference: Callable, args: Sequence[torch.Tensor], tol: float,
+                          names: Sequence[str], grad=None) -> tuple:
+    """fn in the inputs' dtype vs reference in float64 on the same (rounded) values: the output
+    and every input gradient (named by `names`) have the dtype of args[0] and are within tol.
+    Returns fn's output and gradients."""
+    ours = forward_backward(fn, *args, grad=grad)
+    expected = forward_backward(reference, *(t.double() for t in args), grad=None if grad is None else grad.double())
+    for name, a, b in zip(names, ours, expected):
+        assert a.dtype == args[0].dtype, name
+        assert rel_err(a, b) < tol, (name, rel_err(a, b))
+    return ours
+
+
+def assert_nonfinite_like(a: torch.Tensor, b: torch.Tensor, name, tol: Optional[float] = None) -> None:
+    """a has NaN and Inf (of either sign) exactly where b has them; with tol, a's finite
+    elements are also within tol of b's (for a tensor of at least one dimension: a 0-dim loss
+    is checked by the masks alone)."""
+    assert torch.equal(torch.isnan(a), torch.isnan(b)), name
+    assert torch.equal(torch.isinf(a), torch.isinf(b)), name
+    if tol is not None:
+        finite = torch.isfinite(b)
+        if finite.any() and a.dim():
+            assert rel_err(a[finite], b[finite]) < tol, name
+
+
+def at_thread_counts(fn: Callable, counts: Sequence[int]) -> list:
+    """[fn() under torch.set_num_threads(n) for n in counts]; the thread count is put back."""
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in counts:
+            torch.set_num_threads(n)
+            results.append(fn())
+    finally:
+        torch.set_num_threads(threads)
+    return results
+
+
+def assert_same_bits(a, b, name="") -> None:
+    """a and b, tensors or (nested) sequences of them, are equal bit for bit (torch.equal)."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), name
+    elif a is None:
+        assert b is None, name
+    else:
+        assert len(a) == len(b), name
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_bits(x, y, f"{name}[{i}]")
+
+
+def assert_deterministic_across_thread_counts(fn: Callable, counts: Sequence[int]) -> None:
+    """fn() gives the same bits at each thread count of `counts` (repeat one to check run to
+    run as well)."""
+    first, *others = at_thread_counts(fn, counts)
+    for other in others:
+        assert_same_bits(other, first)
+
+
+def assert_raises_mentioning(error, words: Sequence[str], fn: Callable, *args) -> None:
+    """fn(*args) raises `error` with every word in its message. The C++ checks print dtypes as
+    Double and Float, the Python ones (fake functions) as torch.float64 and torch.float32: the
+    message is read with Double as torch.float64 and Float as float."""
+    with pytest.raises(error) as info:
+        fn(*args)
+    message = str(info.value).replace("Double", "torch.float64").replace("Float", "float")
+    for word in words:
+        assert word in message, message
+
+
+def opcheck_inputs(inputs: Callable) -> list:
+    """Makers of the input sets every elementwise op's opcheck test runs, from the test file's
+    inputs(shape): float64, float32, channels_last float32, strided float64 and bfloat16."""
+    return [
+        lambda: inputs((2, 3, 5, 7)),
+        lambda: [t.float() for t in inputs((1, 8, 4, 4))],
+        lambda: [layouts(t.float())["channels_last"] for t in inputs((2, 6, 3, 5))],
+        lambda: [layouts(t)["strided"] for t in inputs((2, 3, 2, 5))],
+        lambda: [t.bfloat16() for t in inputs((3, 2, 4, 4))],
+    ]
+
+
+def triton_loss(schema: str, x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> tuple:
+    """The Triton kernel of the loss op `schema` called directly (under TRITON_INTERPRET=1 on a
+    CPU machine): (loss, dL/dx). The kernel's gradient is that of the sum, so dL/dx is it over
+    numel."""
+    loss, grad = kernel(schema, "triton")(x, y, eps, True)
+    return loss, grad / x.numel()
+
+
+def grads_through(param: torch.Tensor, loss: torch.Tensor, expected: torch.Tensor) -> tuple:
+    """(param's gradient through loss, param's gradient through expected), for two losses
+    computed from one graph (loss's backward keeps it for expected's)."""
+    loss.backward(retain_graph=True)
+    ours = param.grad.clone()
+    param.grad = None
+    expected.backward()
+    return ours, param.grad

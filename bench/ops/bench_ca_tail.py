@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _common import check_output, forward_backward_step, lazily_compiled, skip_missing_backend
 from harness import run_benchmark, tensor_bytes
 from mprnet_kernels.ops import _backend, ca_tail
-from mprnet_kernels.testing import rel_err
 
 
 def reference(x, r, w1, w2):
@@ -24,21 +24,12 @@ def reference(x, r, w1, w2):
     return x * gate + r
 
 
-_compiled = {}
-
-
-def compiled_reference(x, r, w1, w2):
-    if "fn" not in _compiled:
-        _compiled["fn"] = torch.compile(reference)
-    return _compiled["fn"](x, r, w1, w2)
-
-
 def ours(x, r, w1, w2):
     return ca_tail(x, r, w1, None, w2, None)
 
 
 # "ours" is the CPU kernel; "triton" and "cuda" are ours on CUDA tensors with that backend.
-IMPLS = {"ours": ours, "triton": ours, "cuda": ours, "eager": reference, "compile": compiled_reference}
+IMPLS = {"ours": ours, "triton": ours, "cuda": ours, "eager": reference, "compile": lazily_compiled(reference)}
 
 
 def shapes_for(device):
@@ -65,8 +56,7 @@ def _cases():
 @pytest.mark.parametrize("device_name, shape, dtype, layout, impl", list(_cases()))
 def bench_ca_tail_forward_backward(benchmark, device_name, shape, dtype, layout, impl):
     device = torch.device(device_name)
-    if impl in ("triton", "cuda") and impl not in _backend.available_backends("ca_tail"):
-        pytest.skip(f"no {impl} backend for ca_tail in this install")
+    skip_missing_backend("ca_tail", impl)
     n, c, h, w = shape
     g = torch.Generator(device=device).manual_seed(0)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
@@ -76,21 +66,8 @@ def bench_ca_tail_forward_backward(benchmark, device_name, shape, dtype, layout,
     w2 = (torch.randn(c, c // 4, 1, 1, device=device, generator=g) * (2 / (c // 4) ** 0.5)).to(dtype)
     leaves = [t.requires_grad_() for t in (x, r, w1, w2)]
     fn = IMPLS[impl]
-    previous = _backend._chosen.get("ca_tail")
-    if impl in ("triton", "cuda"):
-        _backend.set_cuda_backend("ca_tail", impl)
-    try:
-        # Check before timing: a fast wrong answer must fail the run.
-        with torch.no_grad():
-            assert rel_err(fn(*leaves), reference(*(t.double() for t in leaves))) < 1e-2
-
-        def step():
-            torch.autograd.grad(fn(*leaves), leaves, grad)
-
-        run_benchmark(benchmark, step, device, bytes_moved=8 * tensor_bytes(x), op="ca_tail", impl=impl,
-                      dtype=str(dtype), shape=list(shape), layout=layout)
-    finally:
-        if previous is None:
-            _backend._chosen.pop("ca_tail", None)
-        else:
-            _backend._chosen["ca_tail"] = previous
+    with _backend.using_cuda_backend("ca_tail", impl if impl in _backend.BACKENDS else None):
+        check_output(fn, reference, leaves)
+        run_benchmark(benchmark, forward_backward_step(fn, leaves, leaves, grad), device,
+                      bytes_moved=8 * tensor_bytes(x), op="ca_tail", impl=impl, dtype=str(dtype),
+                      shape=list(shape), layout=layout)

@@ -14,23 +14,18 @@ import pytest
 import torch
 
 import mprnet_kernels
+from _common import check_loss, dtypes, forward_backward_step, lazily_compiled, skip_cpu_half, stage_output_shape
 from harness import run_benchmark, tensor_bytes
 from mprnet_kernels.reference import MPRNetLoss as Reference
-from mprnet_kernels.testing import rel_err
 
 STAGES = 3
 RECIPES = {"deblur": dict(edge_weight=0.05), "denoise": dict(edge_weight=0.0, clamp=True)}
 
-_compiled = {}
-
-
-def compiled(recipe):
-    if recipe not in _compiled:
-        # Layout optimization off: with it, inductor makes the edge term's convolutions
-        # channels_last and CPU replication_pad2d_backward then breaks its stride assert (see
-        # bench_edge_loss.py). Checked against float64 before timing like the others.
-        _compiled[recipe] = torch.compile(Reference(**RECIPES[recipe]), options={"layout_optimization": False})
-    return _compiled[recipe]
+# Layout optimization off: with it, inductor makes the edge term's convolutions channels_last
+# and CPU replication_pad2d_backward then breaks its stride assert (see bench_edge_loss.py).
+# Checked against float64 before timing like the others.
+_compiled = {recipe: lazily_compiled(Reference(**kwargs), options={"layout_optimization": False})
+             for recipe, kwargs in RECIPES.items()}
 
 
 def impl_fn(impl, recipe):
@@ -38,39 +33,21 @@ def impl_fn(impl, recipe):
         return mprnet_kernels.MPRNetLoss(**RECIPES[recipe])
     if impl == "eager":
         return Reference(**RECIPES[recipe])
-    return compiled(recipe)
-
-
-def shape_for(device):
-    # One stage output of a deblur batch: 3 channels of 256x256 patches.
-    return (8, 3, 256, 256) if device.type == "cpu" else (16, 3, 256, 256)
+    return _compiled[recipe]
 
 
 @pytest.mark.parametrize("impl", ["ours", "eager", "compile"])
 @pytest.mark.parametrize("recipe", list(RECIPES))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@dtypes
 def bench_mprnet_loss_forward_backward(benchmark, device, dtype, recipe, impl):
-    if device.type == "cpu" and dtype != torch.float32:
-        pytest.skip("CPU is measured in float32 (the issue's target); bf16 runs on the GPU")
-    shape = shape_for(device)
+    skip_cpu_half(device, dtype)
+    shape = stage_output_shape(device)
     g = torch.Generator(device=device).manual_seed(0)
     # Outputs spill a little past [0, 1] so that the denoising recipe's clamp cuts some.
     outs = [(torch.rand(shape, device=device, dtype=dtype, generator=g) * 1.2 - 0.1).requires_grad_()
             for _ in range(STAGES)]
     y = torch.rand(shape, device=device, dtype=dtype, generator=g)
     fn = impl_fn(impl, recipe)
-
-    # Check before timing: a fast wrong answer must fail the run.
-    grads = torch.autograd.grad(fn(outs, y), outs)
-    outs64 = [o.detach().double().requires_grad_() for o in outs]
-    loss64 = Reference(**RECIPES[recipe])(outs64, y.double())
-    grads64 = torch.autograd.grad(loss64, outs64)
-    assert max(rel_err(a, b) for a, b in zip(grads, grads64)) < 1e-2
-    with torch.no_grad():
-        assert rel_err(fn(outs, y), loss64) < 1e-2
-
-    def step():
-        torch.autograd.grad(fn(outs, y), outs)
-
-    run_benchmark(benchmark, step, device, bytes_moved=(2 * STAGES + 1 + 2 * STAGES) * tensor_bytes(y),
+    check_loss(fn, Reference(**RECIPES[recipe]), outs, y)
+    run_benchmark(benchmark, forward_backward_step(fn, (outs, y), outs), device, bytes_moved=(2 * STAGES + 1 + 2 * STAGES) * tensor_bytes(y),
                   op="mprnet_loss", recipe=recipe, impl=impl, dtype=str(dtype), shape=[STAGES, *shape])

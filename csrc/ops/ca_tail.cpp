@@ -137,7 +137,7 @@ at::Tensor ca_tail(const at::Tensor& x, const at::Tensor& r, const at::Tensor& w
                    const std::optional<at::Tensor>& b1, const at::Tensor& w2,
                    const std::optional<at::Tensor>& b2) {
   static const auto forward = c10::Dispatcher::singleton()
-                                  .findSchemaOrThrow("mprnet::ca_tail_forward", "")
+                                  .findSchemaOrThrow(kCaTailForwardOp, "")
                                   .typed<ForwardFn>();
   return std::get<0>(forward.call(x, r, w1, b1, w2, b2));
 }

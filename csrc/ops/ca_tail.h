@@ -1,15 +1,21 @@
-// Argument checks and geometry of mprnet::ca_tail, shared by its CPU and CUDA C++ kernels
-// (defined in csrc/ops/ca_tail.cpp; mirrored for the fake functions in
-// mprnet_kernels/ops/ca_tail.py).
+// Argument checks, geometry and dtype dispatch of mprnet::ca_tail, shared by its CPU and CUDA
+// C++ kernels (the checks are defined in csrc/ops/ca_tail.cpp and mirrored for the fake
+// functions in mprnet_kernels/ops/ca_tail.py).
 #pragma once
 
+#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
 
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 
 namespace mprnet {
+
+// The ops the kernels check their arguments for (the messages start with these names).
+constexpr const char* kCaTailForwardOp = "mprnet::ca_tail_forward";
+constexpr const char* kCaTailBackwardOp = "mprnet::ca_tail_backward";
 
 // x viewed as (n, hw, c): NCHW keeps each (n, c) plane as a contiguous run of hw elements;
 // channels_last keeps each pixel's c channels contiguous, hw such rows per sample.
@@ -57,5 +63,26 @@ CaTailBackwardArgs check_ca_tail_backward(const char* op, c10::DeviceType type,
                                           const at::Tensor& w1, const at::Tensor& w2,
                                           const at::Tensor& p, const at::Tensor& h,
                                           const at::Tensor& s);
+
+// A type passed as a value, for generic lambdas: typename decltype(tag)::type.
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls f(TypeTag<X>{}, TypeTag<R>{}) for x's dtype X and r's (or grad's) dtype R: R == X, or
+// float32 for float16/bfloat16 x (the combinations check_ca_tail_* accept).
+template <typename F>
+void dispatch_x_r(at::ScalarType xt, at::ScalarType rt, const F& f) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xt, "ca_tail", [&] {
+    if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
+      if (rt != xt) {
+        f(TypeTag<scalar_t>{}, TypeTag<float>{});
+        return;
+      }
+    }
+    f(TypeTag<scalar_t>{}, TypeTag<scalar_t>{});
+  });
+}
 
 }  // namespace mprnet

@@ -1,4 +1,5 @@
-"""The fused ops, one file each: fake function, autograd, CUDA dispatch and public function.
+"""The fused ops, one file each: fake function, autograd, CUDA dispatch and public function (the
+loss ops share one autograd, _loss_autograd.py).
 
 Importing this package registers all of that with torch.ops.mprnet (the C++ library names this
 module as the home of its fake functions).

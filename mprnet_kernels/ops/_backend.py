@@ -12,10 +12,11 @@ Without a choice an op uses the default its file names (the backend the committe
 benchmark measured faster; Triton until measured), or the one backend it has.
 """
 
+import contextlib
 import importlib.util
 import os
 import warnings
-from typing import Callable, Dict
+from typing import Callable, Dict, Iterator, Optional
 
 import torch
 
@@ -86,6 +87,22 @@ def set_cuda_backend(op: str, backend: str) -> None:
             f"(available: {available_backends(op) or 'none'})"
         )
     _chosen[op] = backend
+
+
+@contextlib.contextmanager
+def using_cuda_backend(op: str, backend: Optional[str]) -> Iterator[None]:
+    """Runs the body with `op` on `backend` for CUDA tensors (as set_cuda_backend), then puts back
+    the choice there was before, or no choice; backend None leaves the choice as it is."""
+    previous = _chosen.get(op)
+    if backend is not None:
+        set_cuda_backend(op, backend)
+    try:
+        yield
+    finally:
+        if previous is None:
+            _chosen.pop(op, None)
+        else:
+            _chosen[op] = previous
 
 
 def kernel(schema: str, backend: str) -> Callable:

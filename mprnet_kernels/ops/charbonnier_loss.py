@@ -10,7 +10,8 @@ grad_loss is applied; dividing by numel first would make it subnormal for large 
 
 Schema and CPU kernel: csrc/ops/charbonnier_loss.cpp and csrc/ops/cpu/; CUDA tensors run the
 Triton kernel below (there is no CUDA C++ kernel for the losses). This file adds what Python
-owns: the fake function, autograd, the CUDA dispatch and the public function.
+owns: the fake function, the CUDA dispatch and the public function; the autograd is the one
+the loss ops share (_loss_autograd.py).
 """
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from ._backend import HAS_TRITON, register_cuda
 from ._checks import check_all_like
 from ._layout import empty_output, output_memory_format
+from ._loss_autograd import register_pair_loss_autograd, wants_grad
 from ._reduce import accumulator_dtype, mean_of_partials, split_f32
 
 _OP = "mprnet::charbonnier_loss"
@@ -115,35 +117,7 @@ else:
 register_cuda("charbonnier_loss", "charbonnier_loss", default="triton", triton=_charbonnier_triton)
 
 
-def _setup_context(ctx, inputs, output):
-    x, y, eps, compute_grad = inputs
-    _, grad = output
-    ctx.mark_non_differentiable(grad)
-    # No zero-filled stand-in for the unused gradient of `grad` (a full-size fill per call).
-    ctx.set_materialize_grads(False)
-    ctx.numel = x.numel()
-    ctx.eps = eps
-    # compute_grad=False with inputs that require grad (a direct torch.ops call) still gets a
-    # correct backward: x and y are kept and the gradient pass runs then.
-    ctx.save_for_backward(*((grad,) if compute_grad else (x, y)))
-
-
-def _backward(ctx, grad_loss, _grad_of_grad):
-    if torch.is_grad_enabled():
-        raise NotImplementedError(f"{_OP}: double backward (create_graph=True) is not supported")
-    if grad_loss is None:  # grads are not materialized: nothing flowed into the loss
-        return None, None, None, None
-    saved = ctx.saved_tensors
-    grad = saved[0] if len(saved) == 1 else torch.ops.mprnet.charbonnier_loss(*saved, ctx.eps, True)[1]
-    # The scale in the working precision (float32 for half types, float64 for float64), not
-    # rounded to the gradient's dtype before the multiply (on CPU, where it is a CPU scalar).
-    scale = grad_loss.to(accumulator_dtype(grad.dtype)) / ctx.numel
-    grad_x = grad * scale if ctx.needs_input_grad[0] else None
-    grad_y = grad * -scale if ctx.needs_input_grad[1] else None
-    return grad_x, grad_y, None, None
-
-
-torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
+register_pair_loss_autograd(_OP)
 
 
 def charbonnier_loss(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -153,5 +127,4 @@ def charbonnier_loss(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> tor
     mprnet_kernels.nn.CharbonnierLoss for mixed dtypes). When grad is enabled and either input
     requires grad, the same pass also writes the gradient that backward scales.
     """
-    compute_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
-    return torch.ops.mprnet.charbonnier_loss(x, y, eps, compute_grad)[0]
+    return torch.ops.mprnet.charbonnier_loss(x, y, eps, wants_grad(x, y))[0]

@@ -16,7 +16,8 @@ in closed form in _adjoint_weight below).
 
 Schema and CPU kernel: csrc/ops/edge_loss.cpp and csrc/ops/cpu/edge_loss_kernel.cpp; CUDA
 tensors run the Triton kernels below (no CUDA C++ kernel for the losses). This file adds what
-Python owns: the fake function, autograd, the CUDA dispatch and the public function.
+Python owns: the fake function, the CUDA dispatch and the public function; the autograd is the
+one the loss ops share (_loss_autograd.py).
 """
 
 import torch
@@ -24,6 +25,7 @@ import torch
 from ._backend import HAS_TRITON, register_cuda
 from ._checks import check_all_like
 from ._layout import empty_output
+from ._loss_autograd import register_pair_loss_autograd, wants_grad
 from ._reduce import accumulator_dtype, mean_of_partials, split_f32
 
 _OP = "mprnet::edge_loss"
@@ -281,30 +283,7 @@ else:
 register_cuda("edge_loss", "edge_loss", default="triton", triton=_edge_loss_triton)
 
 
-def _setup_context(ctx, inputs, output):
-    x, y, eps, compute_grad = inputs
-    _, grad = output
-    ctx.mark_non_differentiable(grad)
-    ctx.numel = x.numel()
-    ctx.eps = eps
-    # compute_grad=False with inputs that require grad (a direct torch.ops call) still gets a
-    # correct backward: x and y are kept and the gradient pass runs then.
-    ctx.save_for_backward(*((grad,) if compute_grad else (x, y)))
-
-
-def _backward(ctx, grad_loss, _grad_of_grad):
-    if torch.is_grad_enabled():
-        raise NotImplementedError(f"{_OP}: double backward (create_graph=True) is not supported")
-    saved = ctx.saved_tensors
-    grad = saved[0] if len(saved) == 1 else torch.ops.mprnet.edge_loss(*saved, ctx.eps, True)[1]
-    # The scale in float32 for half types (float64 for float64): the multiply then rounds once.
-    scale = grad_loss.to(accumulator_dtype(grad.dtype)) / ctx.numel
-    grad_x = grad * scale if ctx.needs_input_grad[0] else None
-    grad_y = grad * -scale if ctx.needs_input_grad[1] else None
-    return grad_x, grad_y, None, None
-
-
-torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
+register_pair_loss_autograd(_OP)
 
 
 def edge_loss(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -315,5 +294,4 @@ def edge_loss(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tens
     promotion: see mprnet_kernels.EdgeLoss for mixed dtypes). When grad is enabled and either
     input requires grad, the forward also writes the gradient that backward scales.
     """
-    compute_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
-    return torch.ops.mprnet.edge_loss(x, y, eps, compute_grad)[0]
+    return torch.ops.mprnet.edge_loss(x, y, eps, wants_grad(x, y))[0]

@@ -13,6 +13,7 @@ pass over the target for all stages and both terms, built on the edge loss's ban
 CUDA tensors run a composition of Triton kernels, per stage: the edge loss's kernels, then one
 Charbonnier kernel that also adds edge_weight times the edge gradient, applies the clamp mask
 and accumulates the target's gradient (see _mprnet_loss_triton for what that costs).
+The autograd below follows the other loss ops' (_loss_autograd.py) over a list of outputs.
 """
 
 from typing import List
@@ -22,6 +23,7 @@ import torch
 from ._backend import HAS_TRITON, kernel, register_cuda
 from ._checks import check_floating, check_like
 from ._layout import empty_output, output_memory_format
+from ._loss_autograd import grad_scale, refuse_double_backward, wants_grad
 from ._reduce import accumulator_dtype, split_f32
 
 _OP = "mprnet::mprnet_loss"
@@ -137,8 +139,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_loss, _grad_of_grads, _grad_of_grad_y):
-    if torch.is_grad_enabled():
-        raise NotImplementedError(f"{_OP}: double backward (create_graph=True) is not supported")
+    refuse_double_backward(_OP)
     if grad_loss is None:  # grads are not materialized: nothing flowed into the loss
         return [None] * ctx.n_outputs, None, None, None, None, None, None
     saved = ctx.saved_tensors
@@ -147,7 +148,7 @@ def _backward(ctx, grad_loss, _grad_of_grads, _grad_of_grad_y):
     else:
         grads, gy = saved[:-1], saved[-1]
     needs_outputs, needs_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    scale = grad_loss.to(accumulator_dtype(grad_loss.dtype)) / ctx.numel
+    scale = grad_scale(grad_loss, ctx.numel)
     grad_outputs = [g * scale if need else None for g, need in zip(grads, needs_outputs)]
     return grad_outputs, (gy * scale if needs_y else None), None, None, None, None, None
 
@@ -165,7 +166,5 @@ def mprnet_loss(outputs: List[torch.Tensor], y: torch.Tensor, eps: float = 1e-3,
     does. When grad is enabled, the same pass writes the gradients that backward scales, for
     whichever of outputs and y require grad.
     """
-    grad_on = torch.is_grad_enabled()
-    grad_outputs = grad_on and any(o.requires_grad for o in outputs)
-    grad_y = grad_on and y.requires_grad
+    grad_outputs, grad_y = wants_grad(*outputs), wants_grad(y)
     return torch.ops.mprnet.mprnet_loss(list(outputs), y, eps, edge_weight, clamp, grad_outputs, grad_y)[0]

@@ -43,3 +43,21 @@ def test_ca_tail_and_sam_gate_have_both_backends_and_default_to_triton():
         expected = (["triton"] if _backend.HAS_TRITON else []) + (["cuda"] if build_info()["cuda_version"] else [])
         assert ops.available_backends(op) == expected, op
         assert _backend._defaults[op] == "triton", op
+
+
+def test_using_cuda_backend_restores_the_previous_choice(monkeypatch):
+    available = ops.available_backends("sam_gate")
+    if not available:
+        pytest.skip("no CUDA backend for sam_gate in this install")
+    monkeypatch.setattr(_backend, "_chosen", {})  # no choice yet; the real one back at the end
+    with _backend.using_cuda_backend("sam_gate", available[-1]):
+        assert ops.cuda_backend("sam_gate") == available[-1]
+    assert "sam_gate" not in _backend._chosen  # no choice before, none after
+    ops.set_cuda_backend("sam_gate", available[0])
+    with pytest.raises(KeyError):
+        with _backend.using_cuda_backend("sam_gate", available[-1]):
+            raise KeyError("the body failed")
+    assert _backend._chosen["sam_gate"] == available[0]
+    with _backend.using_cuda_backend("sam_gate", None):
+        assert ops.cuda_backend("sam_gate") == available[0]
+    assert _backend._chosen["sam_gate"] == available[0]

@@ -8,7 +8,8 @@ import importlib
 import pytest
 import torch
 
-from helpers import OP_TOLERANCE, layouts, rel_err
+import helpers
+from helpers import OP_TOLERANCE, assert_deterministic_across_thread_counts, assert_nonfinite_like, layouts, rel_err
 from mprnet_kernels.ops import _backend, ca_tail
 from mprnet_kernels.reference import blocks as reference_blocks
 
@@ -65,10 +66,9 @@ def inputs(n, c, h, w, hidden, dtype=torch.float64, bias=True, seed=0, device="c
 
 
 def forward_backward(fn, args, grad):
-    leaves = [None if t is None else t.detach().requires_grad_() for t in args]
-    out = fn(*leaves)
-    out.backward(grad)
-    return [out] + [None if t is None else t.grad for t in leaves]
+    """(out, grad_x, grad_r, grad_w1, grad_b1, grad_w2, grad_b2) of fn(*args) for out's gradient
+    `grad` (None for an absent bias)."""
+    return helpers.forward_backward(fn, *args, grad=grad)
 
 
 def check_against_float64(args, grad, tol, fn=ca_tail):
@@ -168,17 +168,8 @@ def test_weights_in_another_dtype_than_x():
 def test_deterministic_across_runs_and_thread_counts(layout):
     """Same bits whatever the thread count: the partition depends only on the shape."""
     args, grad = in_layout(*inputs(2, 96, 67, 65, 24, dtype=torch.float32), layout)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = forward_backward(ca_tail, args, grad)
-        torch.set_num_threads(max(2, threads))
-        many = [forward_backward(ca_tail, args, grad) for _ in range(2)]
-    finally:
-        torch.set_num_threads(threads)
-    for run in many:
-        for name, a, b in zip(NAMES, run, one):
-            assert torch.equal(a, b), name
+    many = max(2, torch.get_num_threads())
+    assert_deterministic_across_thread_counts(lambda: forward_backward(ca_tail, args, grad), (1, many, many))
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -259,12 +250,7 @@ def test_nan_and_inf_propagate_like_reference(dtype, layout):
     ours = forward_backward(ca_tail, args, grad)
     ref = forward_backward(reference, [t.double() for t in args], grad.double())
     for name, a, b in zip(NAMES, ours, ref):
-        a = a.double()
-        assert torch.equal(torch.isnan(a), torch.isnan(b)), name
-        assert torch.equal(torch.isinf(a), torch.isinf(b)), name
-        finite = torch.isfinite(b)
-        if finite.any():
-            assert rel_err(a[finite], b[finite]) < OP_TOLERANCE[dtype], name
+        assert_nonfinite_like(a, b, name, OP_TOLERANCE[dtype])
 
 
 def _bad(args, **changes):
@@ -407,8 +393,7 @@ def test_triton_nan_and_inf_like_reference():
     ref = forward_backward(reference, args, grad)
     for name, a, b in zip(["out", "grad_x", "grad_w1", "grad_b1", "grad_w2", "grad_b2"],
                           [out, gx, gw1, gb1, gw2, gb2], ref[:2] + ref[3:]):
-        assert torch.equal(torch.isnan(a), torch.isnan(b)), name
-        assert torch.equal(torch.isinf(a), torch.isinf(b)), name
+        assert_nonfinite_like(a, b, name)
 
 
 @needs_triton
@@ -429,15 +414,8 @@ def test_triton_empty_batch():
 # GPU: both CUDA backends against the reference and against each other.
 
 def _on_backend(backend, fn, *a):
-    previous = _backend._chosen.get("ca_tail")
-    _backend.set_cuda_backend("ca_tail", backend)
-    try:
+    with _backend.using_cuda_backend("ca_tail", backend):
         return fn(*a)
-    finally:
-        if previous is None:
-            _backend._chosen.pop("ca_tail", None)
-        else:
-            _backend._chosen["ca_tail"] = previous
 
 
 @pytest.mark.gpu

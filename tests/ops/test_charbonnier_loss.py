@@ -2,11 +2,16 @@
 gradients, sizes, layouts, dtypes, determinism, opcheck, gradcheck, torch.compile, NaN/Inf, bad
 input, the module (autocast included), and the Triton kernel (interpreted on CPU)."""
 
+from functools import partial
+
 import pytest
 import torch
 
+import helpers
 import mprnet_kernels
-from helpers import OP_TOLERANCE, layouts, rel_err
+from helpers import (OP_TOLERANCE, assert_deterministic_across_thread_counts, assert_nonfinite_like,
+                     assert_raises_mentioning, forward_backward, grads_through, layouts, opcheck_inputs,
+                     rel_err, triton_loss)
 from mprnet_kernels.ops import charbonnier_loss
 from mprnet_kernels.ops._backend import kernel
 from mprnet_kernels.reference import losses as ref
@@ -21,33 +26,16 @@ SHAPES = [(1, 1, 1, 1), (1, 3, 1, 5), (2, 3, 4, 3), (1, 3, 2, 5), (8, 3, 7, 6), 
 OTHER_RANKS = [(), (7,), (3, 1000), (2, 3, 4, 5, 6)]
 
 
-def inputs(shape, dtype=torch.float64, device="cpu", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype) for _ in range(2)]
-
-
-def forward_backward(fn, x, y, which=(True, True)):
-    x, y = (t.detach().requires_grad_(w) for t, w in zip((x, y), which))
-    loss = fn(x, y)
-    loss.backward()
-    return loss, x.grad, y.grad
+inputs = partial(helpers.seeded_randn, 2)  # (x, y)
+NAMES = ("loss", "grad_x", "grad_y")
 
 
 def check_against_float64(x, y, tol, fn=charbonnier_loss):
     """Our op in the inputs' dtype vs the reference in float64 on the same (rounded) values."""
-    ours = forward_backward(fn, x, y)
-    expected = forward_backward(ref.charbonnier_loss, x.double(), y.double())
-    for name, a, b in zip(("loss", "grad_x", "grad_y"), ours, expected):
-        assert a.dtype == x.dtype, name
-        assert rel_err(a, b) < tol, (name, rel_err(a, b))
-    return ours
+    return helpers.check_against_float64(fn, ref.charbonnier_loss, (x, y), tol, NAMES)
 
 
-def triton_charbonnier(x, y, eps=1e-3):
-    """The Triton kernel called directly (under TRITON_INTERPRET=1 on a CPU machine); its
-    gradient is that of the sum, so dL/dx is grad / numel."""
-    loss, grad = kernel("charbonnier_loss", "triton")(x, y, eps, True)
-    return loss, grad / x.numel()
+triton_charbonnier = partial(triton_loss, "charbonnier_loss")
 
 
 # ------------------------------------------------------------------------------- the operator
@@ -78,8 +66,8 @@ def test_eps(eps):
 @pytest.mark.parametrize("which", [(True, False), (False, True), (True, True)], ids=["x", "y", "both"])
 def test_gradient_to_x_only_y_only_both(which):
     x, y = inputs((2, 3, 5, 4))
-    _, gx, gy = forward_backward(charbonnier_loss, x, y, which)
-    _, rx, ry = forward_backward(ref.charbonnier_loss, x, y, which)
+    _, gx, gy = forward_backward(charbonnier_loss, x, y, which=which)
+    _, rx, ry = forward_backward(ref.charbonnier_loss, x, y, which=which)
     for ours, expected, wanted in ((gx, rx, which[0]), (gy, ry, which[1])):
         assert (ours is None) == (not wanted)
         if wanted:
@@ -155,17 +143,8 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda b: charbonnier_loss(layouts(x.detach())["strided"], b), (y,))
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: inputs((2, 3, 5, 7)),
-        lambda: [t.float() for t in inputs((1, 8, 4, 4))],
-        lambda: [layouts(t.float())["channels_last"] for t in inputs((2, 6, 3, 5))],
-        lambda: [layouts(t)["strided"] for t in inputs((2, 3, 2, 5))],
-        lambda: [t.bfloat16() for t in inputs((3, 2, 4, 4))],
-        lambda: inputs((5, 7)),
-    ],  # not the empty input: its loss is NaN, which opcheck's comparisons never accept
-)
+# Not the empty input: its loss is NaN, which opcheck's comparisons never accept.
+@pytest.mark.parametrize("make", opcheck_inputs(inputs) + [lambda: inputs((5, 7))])
 @pytest.mark.parametrize("compute_grad", [True, False])
 def test_opcheck(make, compute_grad):
     x, y = (t.requires_grad_() for t in make())
@@ -198,16 +177,7 @@ def test_deterministic_across_runs_and_thread_counts(dtype):
     # it one by one but not when summed first), so a partition that followed the thread count
     # would show; with ordinary terms the final rounding would mostly hide it.
     x.view(-1)[5] = 2.0**62
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2, 2):
-            torch.set_num_threads(n)
-            results.append(torch.ops.mprnet.charbonnier_loss(x, y, 1e-3, True))
-    finally:
-        torch.set_num_threads(threads)
-    for loss, grad in results[1:]:
-        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
+    assert_deterministic_across_thread_counts(lambda: torch.ops.mprnet.charbonnier_loss(x, y, 1e-3, True), (1, 2, 2))
 
 
 def test_empty():
@@ -225,13 +195,8 @@ def test_nan_and_inf_propagate_like_reference(dtype, bad):
     x[0, 0, 1, 2] = bad
     ours = forward_backward(charbonnier_loss, x, y)
     expected = forward_backward(ref.charbonnier_loss, x.double(), y.double())
-    for name, a, b in zip(("loss", "grad_x", "grad_y"), ours, expected):
-        a = a.double()
-        assert torch.equal(torch.isnan(a), torch.isnan(b)), name
-        assert torch.equal(torch.isinf(a), torch.isinf(b)), name
-        finite = torch.isfinite(b)
-        if finite.any() and a.dim():
-            assert rel_err(a[finite], b[finite]) < OP_TOLERANCE[dtype], name
+    for name, a, b in zip(NAMES, ours, expected):
+        assert_nonfinite_like(a, b, name, OP_TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize(
@@ -246,11 +211,7 @@ def test_nan_and_inf_propagate_like_reference(dtype, bad):
 )
 def test_bad_input(args, error, words):
     x, y = inputs((2, 3, 4, 4))
-    with pytest.raises(error) as info:
-        charbonnier_loss(*args(x, y))
-    message = str(info.value).replace("Double", "torch.float64").replace("Float", "float")
-    for word in words:
-        assert word in message, message
+    assert_raises_mentioning(error, words, charbonnier_loss, *args(x, y))
 
 
 def test_bad_input_under_compile():
@@ -297,11 +258,8 @@ def test_module_under_autocast():
         expected = ref.CharbonnierLoss()(pred, y.float())
     assert loss.dtype == expected.dtype == torch.float32
     assert rel_err(loss, expected) < 1e-5
-    loss.backward(retain_graph=True)  # the conv's graph is shared with `expected`
-    ours = conv.weight.grad.clone()
-    conv.weight.grad = None
-    expected.backward()
-    assert rel_err(ours, conv.weight.grad) < 1e-2
+    ours, theirs = grads_through(conv.weight, loss, expected)  # the conv's graph is shared
+    assert rel_err(ours, theirs) < 1e-2
 
 
 # ------------------------------------------------------------ the Triton kernel (interpreted)

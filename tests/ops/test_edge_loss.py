@@ -3,14 +3,18 @@ small size (the adjoint's border fold), layouts, dtypes, determinism, opcheck, g
 torch.compile, NaN/Inf, bad input, the module, and the Triton kernels (interpreted on CPU)."""
 
 import itertools
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import helpers
 import mprnet_kernels
-from helpers import OP_TOLERANCE, layouts, rel_err
+from helpers import (OP_TOLERANCE, assert_deterministic_across_thread_counts, assert_nonfinite_like,
+                     assert_raises_mentioning, forward_backward, layouts, opcheck_inputs, rel_err,
+                     triton_loss)
 from mprnet_kernels.ops import edge_loss
 from mprnet_kernels.ops._backend import kernel
 from mprnet_kernels.ops.edge_loss import GAUSS_TAPS
@@ -25,32 +29,16 @@ SHAPES = [(1, 3, 5, 7), (8, 3, 16, 17), (1, 64, 9, 8), (2, 1, 33, 30), (1, 3, 15
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "mprnet_small_float64.pt"
 
 
-def inputs(shape, dtype=torch.float64, device="cpu", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype) for _ in range(2)]
-
-
-def forward_backward(fn, x, y, which=(True, True)):
-    x, y = (t.detach().requires_grad_(w) for t, w in zip((x, y), which))
-    loss = fn(x, y)
-    loss.backward()
-    return loss, x.grad, y.grad
+inputs = partial(helpers.seeded_randn, 2)  # (x, y)
+NAMES = ("loss", "grad_x", "grad_y")
 
 
 def check_against_float64(x, y, tol, fn=edge_loss):
     """Our op in the inputs' dtype vs the reference in float64 on the same (rounded) values."""
-    ours = forward_backward(fn, x, y)
-    expected = forward_backward(ref.edge_loss, x.double(), y.double())
-    for name, a, b in zip(("loss", "grad_x", "grad_y"), ours, expected):
-        assert a.dtype == x.dtype, name
-        assert rel_err(a, b) < tol, (name, rel_err(a, b))
-    return ours
+    return helpers.check_against_float64(fn, ref.edge_loss, (x, y), tol, NAMES)
 
 
-def triton_edge_loss(x, y, eps=1e-3):
-    """The Triton kernel called directly (under TRITON_INTERPRET=1 on a CPU machine)."""
-    loss, grad = kernel("edge_loss", "triton")(x, y, eps, True)
-    return loss, grad / x.numel()
+triton_edge_loss = partial(triton_loss, "edge_loss")
 
 
 # ------------------------------------------------------------------------------- the operator
@@ -123,8 +111,8 @@ def test_gradcheck_with_several_bands():
 @pytest.mark.parametrize("which", [(True, False), (False, True), (True, True)])
 def test_gradient_to_x_only_y_only_or_both(which):
     x, y = inputs((2, 3, 9, 10))
-    _, gx, gy = forward_backward(edge_loss, x, y, which)
-    _, rx, ry = forward_backward(ref.edge_loss, x, y, which)
+    _, gx, gy = forward_backward(edge_loss, x, y, which=which)
+    _, rx, ry = forward_backward(ref.edge_loss, x, y, which=which)
     for ours, expected in ((gx, rx), (gy, ry)):
         assert (ours is None) == (expected is None)
         if ours is not None:
@@ -197,32 +185,13 @@ def test_mixed_layouts():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_deterministic_across_runs_and_thread_counts(dtype):
     x, y = inputs((2, 3, 150, 41), dtype)
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2, 1, 2):
-            torch.set_num_threads(n)
-            results.append(torch.ops.mprnet.edge_loss(x, y, 1e-3, True))
-    finally:
-        torch.set_num_threads(threads)
-    for loss, grad in results[1:]:
-        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
+    assert_deterministic_across_thread_counts(lambda: torch.ops.mprnet.edge_loss(x, y, 1e-3, True), (1, 2, 1, 2))
 
 
 # ------------------------------------------------------------------ dispatcher and compilation
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: inputs((2, 3, 5, 7)),
-        lambda: inputs((1, 1, 1, 2)),
-        lambda: [t.float() for t in inputs((1, 8, 4, 4))],
-        lambda: [layouts(t.float())["channels_last"] for t in inputs((2, 6, 3, 5))],
-        lambda: [layouts(t)["strided"] for t in inputs((2, 3, 2, 5))],
-        lambda: [t.bfloat16() for t in inputs((3, 2, 4, 4))],
-    ],
-)
+@pytest.mark.parametrize("make", opcheck_inputs(inputs) + [lambda: inputs((1, 1, 1, 2))])
 @pytest.mark.parametrize("compute_grad", [True, False])
 def test_opcheck(make, compute_grad):
     x, y = (t.requires_grad_() for t in make())
@@ -266,10 +235,8 @@ def test_nan_and_inf_propagate_like_reference(poison):
     expected = forward_backward(ref.edge_loss, x, y)
     for dtype in (torch.float64, torch.float32, torch.bfloat16):
         ours = forward_backward(edge_loss, x.to(dtype), y.to(dtype))
-        for name, a, b in zip(("loss", "grad_x", "grad_y"), ours, expected):
-            a = a.double()
-            assert torch.equal(torch.isnan(a), torch.isnan(b)), (dtype, name)
-            assert torch.equal(torch.isinf(a), torch.isinf(b)), (dtype, name)
+        for name, a, b in zip(NAMES, ours, expected):
+            assert_nonfinite_like(a, b, (dtype, name))
 
 
 @pytest.mark.parametrize(
@@ -285,11 +252,7 @@ def test_nan_and_inf_propagate_like_reference(poison):
 )
 def test_bad_input(args, error, words):
     x, y = inputs((2, 3, 4, 5))
-    with pytest.raises(error) as info:
-        edge_loss(*args(x, y))
-    message = str(info.value).replace("Double", "torch.float64").replace("Float", "float")
-    for word in words:
-        assert word in message, message
+    assert_raises_mentioning(error, words, edge_loss, *args(x, y))
 
 
 def test_bad_input_under_compile():

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import mprnet_kernels
-from helpers import OP_TOLERANCE, layouts, rel_err
+from helpers import (OP_TOLERANCE, assert_deterministic_across_thread_counts, assert_nonfinite_like, grads_through,
+                     layouts, rel_err)
 from mprnet_kernels.ops import mprnet_loss
 from mprnet_kernels.ops._backend import kernel
 from mprnet_kernels.reference import MPRNet
@@ -226,17 +227,8 @@ def test_double_backward_is_refused():
 def test_deterministic_across_runs_and_thread_counts(dtype):
     outs, y = inputs((2, 3, 150, 90), dtype)  # 18 (plane, band) blocks
     outs[1].view(-1)[5] = 2.0**62  # an order-sensitive sum: see test_charbonnier_loss
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2, 2):
-            torch.set_num_threads(n)
-            results.append(torch.ops.mprnet.mprnet_loss(outs, y, 1e-3, 0.05, True, True, True))
-    finally:
-        torch.set_num_threads(threads)
-    for loss, grads, gy in results[1:]:
-        assert torch.equal(loss, results[0][0]) and torch.equal(gy, results[0][2])
-        assert all(torch.equal(a, b) for a, b in zip(grads, results[0][1]))
+    assert_deterministic_across_thread_counts(
+        lambda: torch.ops.mprnet.mprnet_loss(outs, y, 1e-3, 0.05, True, True, True), (1, 2, 2))
 
 
 def test_empty():
@@ -255,11 +247,7 @@ def test_nan_and_inf_propagate_like_reference(edge_weight, clamp, bad):
     b_loss, b_grads, b_gy = forward_backward(reference(edge_weight, clamp), outs, y)
     for name, a, b in [("loss", a_loss, b_loss), ("grad_y", a_gy, b_gy)] + [
             (f"outputs[{s}]", a, b) for s, (a, b) in enumerate(zip(a_grads, b_grads))]:
-        assert torch.equal(torch.isnan(a), torch.isnan(b)), name
-        assert torch.equal(torch.isinf(a), torch.isinf(b)), name
-        finite = torch.isfinite(b)
-        if finite.any() and a.dim():
-            assert rel_err(a[finite], b[finite]) < 1e-12, name
+        assert_nonfinite_like(a, b, name, 1e-12)
 
 
 @pytest.mark.parametrize(
@@ -342,11 +330,8 @@ def test_module_under_autocast():
         expected = ref.MPRNetLoss()(preds, y)
     assert loss.dtype == expected.dtype == torch.float32
     assert rel_err(loss, expected) < 1e-5
-    loss.backward(retain_graph=True)  # the conv's graph is shared with `expected`
-    mine = conv.weight.grad.clone()
-    conv.weight.grad = None
-    expected.backward()
-    assert rel_err(mine, conv.weight.grad) < 1e-2
+    mine, theirs = grads_through(conv.weight, loss, expected)  # the conv's graph is shared
+    assert rel_err(mine, theirs) < 1e-2
 
 
 # ------------------------------------------------------------------------ the golden fixture

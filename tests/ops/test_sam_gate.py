@@ -1,10 +1,14 @@
 """mprnet::sam_gate against its float64 reference: values, gradients, layouts, dtypes, opcheck,
 gradcheck, torch.compile, NaN/Inf and bad input."""
 
+from functools import partial
+
 import pytest
 import torch
 
-from helpers import OP_TOLERANCE, layouts, rel_err
+import helpers
+from helpers import (OP_TOLERANCE, assert_nonfinite_like, assert_raises_mentioning, forward_backward, layouts,
+                     opcheck_inputs, rel_err)
 from mprnet_kernels.ops import _backend, sam_gate
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 5, 7), (1, 96, 32, 32), (16, 16, 9, 13), (2, 3, 129, 131)]
@@ -15,25 +19,13 @@ def reference(x1, z, x):
     return x1 * torch.sigmoid(z) + x
 
 
-def inputs(shape, dtype=torch.float64, device="cpu", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype) for _ in range(3)]
-
-
-def forward_backward(fn, x1, z, x, grad):
-    x1, z, x = (t.detach().requires_grad_() for t in (x1, z, x))
-    out = fn(x1, z, x)
-    out.backward(grad)
-    return out, x1.grad, z.grad, x.grad
+inputs = partial(helpers.seeded_randn, 3)  # (x1, z, x)
 
 
 def check_against_float64(x1, z, x, grad, tol):
     """Our op in the inputs' dtype vs the reference in float64 on the same (rounded) values."""
-    ours = forward_backward(sam_gate, x1, z, x, grad)
-    ref = forward_backward(reference, *(t.double() for t in (x1, z, x, grad)))
-    for name, a, b in zip(("out", "grad_x1", "grad_z", "grad_x"), ours, ref):
-        assert a.dtype == x1.dtype, name
-        assert rel_err(a, b) < tol, (name, rel_err(a, b))
+    helpers.check_against_float64(sam_gate, reference, (x1, z, x), tol, ("out", "grad_x1", "grad_z", "grad_x"),
+                                  grad=grad)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -74,16 +66,7 @@ def test_gradient_to_one_input_only():
     assert rel_err(z.grad, expected) < 1e-13
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: inputs((2, 3, 5, 7)),
-        lambda: [t.float() for t in inputs((1, 8, 4, 4))],
-        lambda: [layouts(t.float())["channels_last"] for t in inputs((2, 6, 3, 5))],
-        lambda: [layouts(t)["strided"] for t in inputs((2, 3, 2, 5))],
-        lambda: [t.bfloat16() for t in inputs((3, 2, 4, 4))],
-    ],
-)
+@pytest.mark.parametrize("make", opcheck_inputs(inputs))
 def test_opcheck(make):
     x1, z, x = (t.requires_grad_() for t in make())
     torch.library.opcheck(torch.ops.mprnet.sam_gate, (x1, z, x))
@@ -102,20 +85,21 @@ def test_empty():
     assert sam_gate(x1, z, x).shape == (0, 3, 4, 4)
 
 
-def test_nan_and_inf_propagate_like_reference():
+def _nonfinite_inputs():
     x1, z, x = inputs((1, 2, 3, 4))
     x1[0, 0, 0, 0] = float("nan")
     z[0, 0, 1, 1] = float("inf")
     z[0, 1, 1, 2] = -float("inf")
     x[0, 1, 2, 3] = float("inf")
     z[0, 1, 0, 0] = float("nan")
+    return x1, z, x
+
+
+def test_nan_and_inf_propagate_like_reference():
+    x1, z, x = _nonfinite_inputs()
     for dtype in (torch.float64, torch.float32, torch.bfloat16):
-        ours = sam_gate(*(t.to(dtype) for t in (x1, z, x))).double()
-        ref = reference(x1, z, x)
-        assert torch.equal(torch.isnan(ours), torch.isnan(ref)), dtype
-        assert torch.equal(torch.isinf(ours), torch.isinf(ref)), dtype
-        finite = torch.isfinite(ref)
-        assert rel_err(ours[finite], ref[finite]) < OP_TOLERANCE[dtype]
+        ours = sam_gate(*(t.to(dtype) for t in (x1, z, x)))
+        assert_nonfinite_like(ours, reference(x1, z, x), dtype, OP_TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize(
@@ -129,11 +113,7 @@ def test_nan_and_inf_propagate_like_reference():
 )
 def test_bad_input(args, error, words):
     x1, z, x = inputs((2, 3, 4, 4))
-    with pytest.raises(error) as info:
-        sam_gate(*args(x1, z, x))
-    message = str(info.value).replace("Double", "torch.float64").replace("Float", "float")
-    for word in words:
-        assert word in message, message
+    assert_raises_mentioning(error, words, sam_gate, *args(x1, z, x))
 
 
 def test_bad_input_under_compile():
@@ -162,7 +142,7 @@ def test_triton_matches_reference(shape, dtype, layout):
     base = inputs(shape, dtype) + inputs(shape, dtype, seed=1)[:1]
     x1, z, x, grad = (layouts(t)[layout] for t in base)
     ours = triton_forward_backward(x1, z, x, grad)
-    ref = forward_backward(reference, *(t.double() for t in (x1, z, x, grad)))
+    ref = forward_backward(reference, *(t.double() for t in (x1, z, x)), grad=grad.double())
     for name, a, b in zip(("out", "grad_x1", "grad_z"), ours, ref):
         assert a.dtype == dtype and a.stride() == sam_gate(x1, z, x).stride(), name
         assert rel_err(a, b) < OP_TOLERANCE[dtype], (name, rel_err(a, b))
@@ -170,18 +150,12 @@ def test_triton_matches_reference(shape, dtype, layout):
 
 @needs_triton
 def test_triton_nan_and_inf_propagate_like_reference():
-    x1, z, x = inputs((1, 2, 3, 4))
-    x1[0, 0, 0, 0] = float("nan")
-    z[0, 0, 1, 1] = float("inf")
-    z[0, 1, 1, 2] = -float("inf")
-    x[0, 1, 2, 3] = float("inf")
-    z[0, 1, 0, 0] = float("nan")
+    x1, z, x = _nonfinite_inputs()
     grad = torch.ones_like(x)
     ours = triton_forward_backward(x1, z, x, grad)
-    ref = forward_backward(reference, x1, z, x, grad)
+    ref = forward_backward(reference, x1, z, x, grad=grad)
     for name, a, b in zip(("out", "grad_x1", "grad_z"), ours, ref):
-        assert torch.equal(torch.isnan(a), torch.isnan(b)), name
-        assert torch.equal(torch.isinf(a), torch.isinf(b)), name
+        assert_nonfinite_like(a, b, name)
 
 
 @needs_triton
@@ -202,15 +176,8 @@ def test_cuda_matches_float64(backend, dtype, layout):
         pytest.skip(f"no {backend} backend in this install")
     base = inputs((4, 40, 37, 29), dtype, "cuda") + inputs((4, 40, 37, 29), dtype, "cuda", seed=1)[:1]
     x1, z, x, grad = (layouts(t)[layout] for t in base)
-    previous = _backend._chosen.get("sam_gate")
-    _backend.set_cuda_backend("sam_gate", backend)
-    try:
+    with _backend.using_cuda_backend("sam_gate", backend):
         check_against_float64(x1, z, x, grad, OP_TOLERANCE[dtype])
-    finally:
-        if previous is None:
-            _backend._chosen.pop("sam_gate", None)
-        else:
-            _backend._chosen["sam_gate"] = previous
 
 
 @pytest.mark.gpu

@@ -500,39 +500,16 @@ void mlp_backward(const CaTailGeometry& g, const double* w1, const double* w2, c
 
 // ---------------------------------------------------------------------------------------------
 
-template <typename T>
-struct Tag {
-  using type = T;
-};
-
-// Calls f(Tag<X>, Tag<R>) for x's dtype X and r's (or grad's) dtype R: R == X, or float32 for
-// float16/bfloat16 x (the combinations check_ca_tail_* accept).
-template <typename F>
-void dispatch_x_r(at::ScalarType xt, at::ScalarType rt, const F& f) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xt, "ca_tail_cpu", [&] {
-    if constexpr (std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>) {
-      if (rt != xt) {
-        f(Tag<scalar_t>{}, Tag<float>{});
-        return;
-      }
-    }
-    f(Tag<scalar_t>{}, Tag<scalar_t>{});
-  });
-}
-
 at::Tensor f64_vector(int64_t rows, int64_t cols) {
   return at::empty({rows, cols}, at::TensorOptions().dtype(at::kDouble));
 }
-
-constexpr const char* kOp = "mprnet::ca_tail_forward";
-constexpr const char* kBackwardOp = "mprnet::ca_tail_backward";
 
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_forward(
     const at::Tensor& x, const at::Tensor& r, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
     const at::Tensor& w2, const std::optional<at::Tensor>& b2) {
-  const auto a = check_ca_tail_forward(kOp, c10::kCPU, x, r, w1, b1, w2, b2);
+  const auto a = check_ca_tail_forward(kCaTailForwardOp, c10::kCPU, x, r, w1, b1, w2, b2);
   const auto& g = a.geo;
   auto out = at::empty(x.sizes(), a.r.options().memory_format(output_memory_format(x)));
   auto p = f64_vector(g.n, g.c), h = f64_vector(g.n, g.hidden), s = f64_vector(g.n, g.c);
@@ -562,7 +539,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_forward(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
     const at::Tensor& p, const at::Tensor& h, const at::Tensor& s) {
-  const auto a = check_ca_tail_backward(kBackwardOp, c10::kCPU, grad, x, w1, w2, p, h, s);
+  const auto a = check_ca_tail_backward(kCaTailBackwardOp, c10::kCPU, grad, x, w1, w2, p, h, s);
   const auto& g = a.geo;
   auto t = f64_vector(g.n, g.c);
   dispatch_x_r(x.scalar_type(), grad.scalar_type(), [&](auto xt, auto gt) {

@@ -93,10 +93,8 @@ double reduce_elementwise(std::array<const scalar_t*, NIn> in, std::array<scalar
     double block = 0.0;
     if constexpr (std::is_same_v<scalar_t, double> || std::is_same_v<scalar_t, float>) {
       for (int64_t start = begin; start < end; start += kChunk) {
-        std::array<const scalar_t*, NIn> i_ptr;
-        std::array<scalar_t*, NOut> o_ptr;
-        for (int k = 0; k < NIn; ++k) i_ptr[k] = in[k] + start;
-        for (int k = 0; k < NOut; ++k) o_ptr[k] = out[k] + start;
+        const auto i_ptr = advanced(in, start);
+        const auto o_ptr = advanced(out, start);
         const int64_t len = std::min(kChunk, end - start);
         if constexpr (std::is_same_v<scalar_t, double>) {
           block += f64(i_ptr, o_ptr, len);
@@ -105,24 +103,9 @@ double reduce_elementwise(std::array<const scalar_t*, NIn> in, std::array<scalar
         }
       }
     } else {
-      static_assert(std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>,
-                    "reduce_elementwise: unsupported dtype");
-      float i_buf[NIn][kChunk];
-      float o_buf[NOut > 0 ? NOut : 1][kChunk];
-      std::array<const float*, NIn> i_ptr;
-      std::array<float*, NOut> o_ptr;
-      for (int k = 0; k < NIn; ++k) i_ptr[k] = i_buf[k];
-      for (int k = 0; k < NOut; ++k) o_ptr[k] = o_buf[k];
-      for (int64_t start = begin; start < end; start += kChunk) {
-        const int64_t len = std::min(kChunk, end - start);
-        for (int k = 0; k < NIn; ++k) {
-          for (int64_t i = 0; i < len; ++i) i_buf[k][i] = static_cast<float>(in[k][start + i]);
-        }
+      widened_chunks<NIn, NOut>(in, out, begin, end, [&](const auto& i_ptr, const auto& o_ptr, int64_t len) {
         block += static_cast<double>(f32(i_ptr, o_ptr, len));
-        for (int k = 0; k < NOut; ++k) {
-          for (int64_t i = 0; i < len; ++i) out[k][start + i] = static_cast<scalar_t>(o_buf[k][i]);
-        }
-      }
+      });
     }
     return block;
   });

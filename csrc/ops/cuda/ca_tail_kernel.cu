@@ -453,6 +453,16 @@ int64_t grid_x(const CaTailGeometry& g, const Plan& pl) {
   return blocks;
 }
 
+// Calls f(std::integral_constant<int, V>{}) with V = VMax when the plan reads vectors, else 1.
+template <int VMax, typename F>
+void with_vector_width(const Plan& pl, const F& f) {
+  if (pl.vec) {
+    f(std::integral_constant<int, VMax>{});
+  } else {
+    f(std::integral_constant<int, 1>{});
+  }
+}
+
 template <typename TA, typename TB, typename acc_t, int VMax, bool kProd>
 void launch_reduce(const TA* a, const TB* b, const CaTailGeometry& g, const Plan& pl, acc_t* partial,
                    cudaStream_t stream) {
@@ -470,11 +480,7 @@ void launch_reduce(const TA* a, const TB* b, const CaTailGeometry& g, const Plan
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
-  if (pl.vec) {
-    go(std::integral_constant<int, VMax>{});
-  } else {
-    go(std::integral_constant<int, 1>{});
-  }
+  with_vector_width<VMax>(pl, go);
 }
 
 template <typename TA, typename TR, typename TO, typename acc_t, int VMax, bool kHasR>
@@ -495,30 +501,7 @@ void launch_affine(const TA* a, const acc_t* scale, const TR* r, const acc_t* sh
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
-  if (pl.vec) {
-    go(std::integral_constant<int, VMax>{});
-  } else {
-    go(std::integral_constant<int, 1>{});
-  }
-}
-
-template <typename T>
-struct Tag {
-  using type = T;
-};
-
-// f(Tag<X>, Tag<R>) for x's dtype X and r's (or grad's) dtype R, as check_ca_tail_* allow.
-template <typename F>
-void dispatch_x_r(at::ScalarType xt, at::ScalarType rt, const F& f) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xt, "ca_tail_cuda", [&] {
-    if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
-      if (rt != xt) {
-        f(Tag<scalar_t>{}, Tag<float>{});
-        return;
-      }
-    }
-    f(Tag<scalar_t>{}, Tag<scalar_t>{});
-  });
+  with_vector_width<VMax>(pl, go);
 }
 
 template <typename T>
@@ -526,15 +509,12 @@ const T* ptr_or_null(const std::optional<at::Tensor>& t) {
   return t.has_value() ? t->const_data_ptr<T>() : nullptr;
 }
 
-constexpr const char* kOp = "mprnet::ca_tail_forward";
-constexpr const char* kBackwardOp = "mprnet::ca_tail_backward";
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_forward(
     const at::Tensor& x, const at::Tensor& r, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
     const at::Tensor& w2, const std::optional<at::Tensor>& b2) {
-  const auto a = check_ca_tail_forward(kOp, c10::kCUDA, x, r, w1, b1, w2, b2);
+  const auto a = check_ca_tail_forward(kCaTailForwardOp, c10::kCUDA, x, r, w1, b1, w2, b2);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto& g = a.geo;
   auto out = at::empty(x.sizes(), a.r.options().memory_format(output_memory_format(x)));
@@ -571,7 +551,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_forward(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
     const at::Tensor& p, const at::Tensor& h, const at::Tensor& s) {
-  const auto a = check_ca_tail_backward(kBackwardOp, c10::kCUDA, grad, x, w1, w2, p, h, s);
+  const auto a = check_ca_tail_backward(kCaTailBackwardOp, c10::kCUDA, grad, x, w1, w2, p, h, s);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto& g = a.geo;
   auto grad_x = at::empty(x.sizes(), a.x.options().memory_format(output_memory_format(x)));

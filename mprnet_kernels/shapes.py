@@ -1,0 +1,95 @@
+"""The op shapes MPRNet really produces, derived from the model (never typed by hand).
+
+`model_shapes(preset, batch, height, width)` builds the fast MPRNet of a preset on the meta
+device (no memory, no arithmetic: about a second), runs one forward of an (batch, 3, height,
+width) input with forward hooks on its fused CAB and SAM blocks, and records the (N, C, H, W)
+each fused op sees, with how many times per forward:
+
+* ``ca_tail``: the input of every CAB (the fused tail reads the body output and the block input,
+  both of that shape);
+* ``sam_gate``: the feature input of every SAM (x1, z and x all have that shape);
+* ``charbonnier_loss``, ``edge_loss``: one stage output (what each term of the loss sees);
+* ``mprnet_loss``: one stage output, three of which (the model's outputs) make one call.
+
+The fast model is the one hooked because its shapes are the ones the fused ops are called
+with: it batches the four stage-1 patches as 4N and the two stage-2 halves as 2N, where the
+reference runs them one at a time (the same elements in all: batching changes shapes, not work).
+`mprnet-kernels bench` takes its shapes from here; the pytest-benchmark suite in bench/ still
+types its own and should move to `shapes_for` too.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+import torch
+
+from .reference import PRESETS
+
+__all__ = ["OPS", "OpShape", "model_shapes", "representative_shape", "shapes_for"]
+
+#: The fused ops, in the order tables list them.
+OPS = ("sam_gate", "ca_tail", "charbonnier_loss", "edge_loss", "mprnet_loss")
+
+Shape = Tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class OpShape:
+    op: str
+    preset: str
+    shape: Shape   # (N, C, H, W) of the op's main operand
+    calls: int     # how many times one forward makes that call
+
+    @property
+    def numel(self) -> int:
+        n, c, h, w = self.shape
+        return n * c * h * w
+
+
+@functools.lru_cache(maxsize=None)
+def model_shapes(preset: str, batch: int = 1, height: int = 256, width: int = 256) -> Dict[str, Tuple[OpShape, ...]]:
+    """{op: OpShape per distinct shape, the most traffic (calls x size) first} for one forward
+    of the `preset` MPRNet on a (batch, 3, height, width) input (height, width multiples of 8)."""
+    from . import nn as fused
+    from .model import MPRNet
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    seen = {"ca_tail": Counter(), "sam_gate": Counter()}
+    with torch.device("meta"):
+        model = MPRNet.from_preset(preset).eval()
+    hooks = []
+    for module in model.modules():
+        op = "ca_tail" if isinstance(module, fused.CAB) else "sam_gate" if isinstance(module, fused.SAM) else None
+        if op is not None:
+            hooks.append(module.register_forward_hook(
+                lambda m, inputs, output, op=op: seen[op].update([tuple(inputs[0].shape)])))
+    try:
+        with torch.no_grad():
+            outputs = model(torch.empty(batch, PRESETS[preset]["in_c"], height, width, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    stage = Counter([tuple(o.shape) for o in outputs])
+    seen["charbonnier_loss"] = stage
+    seen["edge_loss"] = stage
+    seen["mprnet_loss"] = Counter({shape: 1 for shape in stage})  # one call over the 3 outputs
+    result = {}
+    for op in OPS:
+        shapes = [OpShape(op, preset, shape, calls) for shape, calls in seen[op].items()]
+        result[op] = tuple(sorted(shapes, key=lambda s: -s.calls * s.numel))
+    return result
+
+
+def shapes_for(op: str, preset: str, batch: int = 1, height: int = 256, width: int = 256) -> List[OpShape]:
+    """The distinct shapes `op` sees in one forward of the preset's model, most traffic first."""
+    return list(model_shapes(preset, batch, height, width)[op])
+
+
+def representative_shape(op: str, preset: str, batch: int = 1, height: int = 256, width: int = 256) -> OpShape:
+    """The shape that carries most of `op`'s traffic (calls x size) in one forward."""
+    return shapes_for(op, preset, batch, height, width)[0]
