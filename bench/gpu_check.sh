@@ -4,16 +4,18 @@
 # Builds the extension against that machine's torch, then runs verify, the `gpu` tests and the
 # benchmarks, writing logs and JSON under $OUT (default: bench/results/latest). It keeps going
 # after a failing step so one call brings back everything, and exits non-zero if any step failed.
+# Each step has a time limit so that the whole run fits one 10-minute device call (a step cut
+# short logs rc=124); commit what comes back under bench/results/<date>-<device>/.
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/results/latest}"
 mkdir -p "$OUT"
 status=0
-step() {  # step NAME COMMAND...: run, log to $OUT/NAME.log, remember failures
-  local name=$1; shift
-  echo "== $name"
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, remember failures
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit} s)"
   local t0=$SECONDS
-  "$@" > "$OUT/$name.log" 2>&1
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
   echo "   rc=$rc in $((SECONDS - t0)) s"; tail -n 5 "$OUT/$name.log"
   echo "$name $rc $((SECONDS - t0))" >> "$OUT/steps.txt"
@@ -41,15 +43,21 @@ PY
 cat "$OUT/environment.json"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 
-step build python setup.py build_ext --inplace
-step info python -m mprnet_kernels.cli info
-step verify python -m mprnet_kernels.cli verify --fixture tests/data/mprnet_small_float64.pt
-step gpu_tests python -m pytest -m gpu -q -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml"
-step bench_cli python -m mprnet_kernels.cli bench --full --json "$OUT/bench_cli.json"
+step build 200 python setup.py build_ext --inplace
+step info 20 python -m mprnet_kernels.cli info
+step verify 40 python -m mprnet_kernels.cli verify --fixture tests/data/mprnet_small_float64.pt
+step gpu_tests 110 python -m pytest -m gpu -q -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml"
+# Memory errors in the CUDA C++ and Triton kernels: one small forward+backward of every op and
+# backend (what `verify` runs), under compute-sanitizer where the machine has it.
+sanitizer=$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")
+if [ -x "$sanitizer" ]; then
+  step memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 python -m mprnet_kernels.cli verify
+fi
+step bench_cli 60 python -m mprnet_kernels.cli bench --json "$OUT/bench_cli.json"
 # GPU figures only (CPU ones are measured on the CPU machines). Compiling the whole model takes
 # minutes per variant: MPRNET_BENCH_COMPILE=1 includes those.
 select="cuda"
 [ "${MPRNET_BENCH_COMPILE:-0}" = 1 ] || select="cuda and not (bench_inference and compile) and not (bench_training_step and compile)"
-step benchmarks python -m pytest bench -q -p no:cacheprovider --benchmark-only -k "$select" \
+step benchmarks 100 python -m pytest bench -q -p no:cacheprovider --benchmark-only -k "$select" \
   --benchmark-json="$OUT/benchmarks.json"
 exit $status
