@@ -83,9 +83,15 @@ setup(
     install_requires=[
         "torch>=2.4",
         "numpy",
+        "pillow",  # image files for train/restore/make-demo-data
+        "tqdm",  # progress bars
         "triton; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
-    extras_require={"test": ["pytest", "pytest-benchmark"], "bench": ["pytest-benchmark", "matplotlib"]},
+    extras_require={
+        "test": ["pytest", "pytest-benchmark", "torchmetrics", "matplotlib"],
+        "bench": ["pytest-benchmark", "matplotlib"],
+        "train": ["torchmetrics"],  # SSIM in the validation log
+    },
     entry_points={"console_scripts": ["mprnet-kernels = mprnet_kernels.cli:main"]},
     zip_safe=False,
 )

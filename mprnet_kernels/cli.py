@@ -1,4 +1,7 @@
-"""The `mprnet-kernels` command: `info`, `verify` and `bench`."""
+"""The `mprnet-kernels` command: `info`, `verify`, `bench`, `make-demo-data`, `train` and `restore`.
+
+The last three live beside what they drive (demo_data.py, training/cli.py, restoration.py); each
+of those modules gives `add_arguments(parser)` and `main(args) -> exit status`."""
 
 import argparse
 import platform
@@ -130,6 +133,25 @@ def _version() -> str:
     return __version__
 
 
+# (subcommand, module, help); modules are imported only to add their arguments (they import
+# torch-heavy pieces inside main) so `mprnet-kernels info` stays quick.
+TOOLS = (
+    ("make-demo-data", "demo_data", "write a small synthetic paired dataset (train/ and val/) for a task"),
+    ("train", "training.cli", "train MPRNet on paired images with the upstream recipe and the fused losses"),
+    ("restore", "restoration", "restore image files or folders with a checkpoint, one PNG per input"),
+)
+
+
+def _add_tools(sub) -> None:
+    import importlib
+
+    for name, module, help_ in TOOLS:
+        mod = importlib.import_module(f"{__package__}.{module}")
+        parser = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0])
+        mod.add_arguments(parser)
+        parser.set_defaults(func=mod.main)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mprnet-kernels", description="Fused kernels and a fast drop-in MPRNet.")
     parser.add_argument("--version", action="version", version=f"mprnet-kernels {_version()}")
@@ -167,6 +189,7 @@ def main(argv=None) -> int:
     bench.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     bench.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: 16x16 shapes, 1 rep
     bench.set_defaults(func=_cmd_bench)
+    _add_tools(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,89 @@
+"""Image files <-> float tensors, the one place the CLI's `train`, `restore` and `make-demo-data` read
+and write pictures (Pillow).
+
+Tensors are float32, (3, H, W), RGB, values in [0, 1]. MPRNet is an RGB model, so other modes are
+converted on reading, and the conversion is reported (not silently done) so a command can say it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+    """A file that is missing, not an image, or an image Pillow cannot decode."""
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly in folder, sorted by name (hidden files skipped)."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image(p) and not p.name.startswith("."))
+
+
+def _to_rgb_array(img) -> tuple[np.ndarray, str | None]:
+    """(H, W, 3) float32 array in [0, 1] and a note on any conversion made."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grayscale (PNG)
+        a = np.asarray(img).astype(np.float32) / 65535.0
+        return np.repeat(a[..., None], 3, axis=2), "16-bit grayscale: scaled to [0, 1] and converted to RGB"
+    if mode == "I":  # 32-bit integer grayscale; PNG's 16-bit grayscale opens like this too
+        a = np.asarray(img).astype(np.float32) / (65535.0 if np.asarray(img).max(initial=0) > 255 else 255.0)
+        return np.repeat(np.clip(a, 0, 1)[..., None], 3, axis=2), "integer grayscale: converted to RGB"
+    if mode == "F":
+        a = np.clip(np.asarray(img).astype(np.float32), 0, 1)
+        return np.repeat(a[..., None], 3, axis=2), "float grayscale: clipped to [0, 1], converted to RGB"
+    note = None
+    if mode != "RGB":
+        note = {
+            "L": "grayscale: converted to RGB",
+            "LA": "grayscale with alpha: alpha dropped, converted to RGB",
+            "RGBA": "RGBA: alpha dropped",
+            "P": "palette image: converted to RGB",
+            "PA": "palette image with alpha: alpha dropped, converted to RGB",
+            "CMYK": "CMYK: converted to RGB",
+            "1": "1-bit: converted to RGB",
+        }.get(mode, f"mode {mode}: converted to RGB")
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).astype(np.float32) / 255.0, note
+
+
+def read_image(path) -> tuple[torch.Tensor, str | None]:
+    """(image, note): a float32 (3, H, W) tensor in [0, 1] and a note saying how the file was converted
+    to RGB (None when it was 8-bit RGB already). Raises ImageReadError naming the file otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            array, note = _to_rgb_array(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), note
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, clamped and rounded to nearest."""
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"image: expected a (3, H, W) tensor, got shape {tuple(image.shape)}")
+    a = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return a.permute(1, 2, 0).cpu().numpy()
+
+
+def write_png(path, image: torch.Tensor) -> None:
+    """Writes a (3, H, W) float tensor in [0, 1] as an 8-bit RGB PNG (parents created)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(image)).save(path)

@@ -1,0 +1,1 @@
+"""Training MPRNet: data, the upstream recipe, the loop (DDP-ready), checkpoints."""
