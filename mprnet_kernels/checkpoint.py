@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-__all__ = ["load_checkpoint", "CheckpointMismatchError"]
+__all__ = ["load_checkpoint", "checkpoint_config", "CheckpointMismatchError"]
 
 _PREFIX = "module."
 _LIST_LIMIT = 10  # keys shown per category before "... and N more"
@@ -87,6 +87,22 @@ def load_checkpoint(model: nn.Module, path_or_dict: Union[str, os.PathLike, Mapp
 
 
 # --------------------------------------------------------------------------- reading
+
+
+def checkpoint_config(path_or_dict: Union[str, os.PathLike, Mapping]) -> Dict[str, Any]:
+    """The MPRNet constructor arguments a checkpoint was saved from, so a model can be built to fit
+    it (``MPRNet(**checkpoint_config(path))``): its ``'config'`` entry when it has one (checkpoints
+    written by ``mprnet-kernels train``), else read off the state_dict's shapes.
+
+    Raises ValueError when the object holds no MPRNet-like state_dict."""
+    obj, source = _read(path_or_dict)
+    if isinstance(obj.get("config"), Mapping):
+        return dict(obj["config"])
+    state_dict, _ = _split(obj, source)
+    config = _infer_config({(k[len(_PREFIX):] if k.startswith(_PREFIX) else k): v for k, v in state_dict.items()})
+    if config is None:
+        raise ValueError(f"checkpoint_config: {source} does not hold MPRNet weights")
+    return config
 
 
 def _read(path_or_dict) -> Tuple[Mapping, str]:
