@@ -496,6 +496,16 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, w1, w2, p, h, s)
 
 
+def _strided_like(grad, weight):
+    """grad with weight's strides. A (C/r, C, 1, 1) weight moved to channels_last has strides
+    (C, 1, C, C): the same memory as the kernel's contiguous (C, 1, 1, 1) gradient, but DDP compares
+    strides with its bucket views and warns ("Grad strides do not match bucket view strides") and
+    copies on every step. The copy here is of a tiny tensor, once."""
+    if grad is None or grad.stride() == weight.stride():
+        return grad
+    return torch.empty_like(weight, dtype=grad.dtype).copy_(grad)
+
+
 def _backward(ctx, grad, _grad_p, _grad_h, _grad_s):
     if torch.is_grad_enabled():
         raise NotImplementedError("mprnet::ca_tail: double backward (create_graph=True) is not supported")
@@ -507,6 +517,8 @@ def _backward(ctx, grad, _grad_p, _grad_h, _grad_s):
         grads = list(torch.ops.mprnet.ca_tail_backward(grad, *ctx.saved_tensors))
     grad_x, grad_w1, grad_b1, grad_w2, grad_b2 = (g if need else None for g, need in zip(
         grads, (need_x, need_w1, need_b1, need_w2, need_b2)))
+    _, w1, w2 = ctx.saved_tensors[:3]
+    grad_w1, grad_w2 = _strided_like(grad_w1, w1), _strided_like(grad_w2, w2)
     return grad_x, (grad if need_r else None), grad_w1, grad_b1, grad_w2, grad_b2
 
 

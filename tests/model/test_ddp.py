@@ -53,3 +53,17 @@ def test_ddp_gradients_match_single_process():
     assert got.keys() == expected.keys()
     for name in expected:
         assert rel_err(got[name], expected[name]) < 1e-10, name
+
+
+def test_every_gradient_has_its_parameters_strides():
+    # DDP builds its gradient buckets as views with each parameter's strides and warns and copies
+    # on every step when a gradient comes back with other strides. With channels_last, a 1x1
+    # weight's strides are (C, 1, C, C): the fused kernels and the merged 1x1 paths must hand back
+    # gradients with exactly those strides, not the contiguous (C, 1, 1, 1) of the same memory.
+    torch.manual_seed(0)
+    model = MPRNet(**CONFIG)
+    x, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    MPRNetLoss()(model(x), y).backward()
+    mismatched = {name: (p.stride(), p.grad.stride()) for name, p in model.named_parameters()
+                  if p.grad.stride() != p.stride()}
+    assert not mismatched
