@@ -12,6 +12,7 @@ from .nn import CharbonnierLoss, EdgeLoss, MPRNetLoss
 from ._build_info import build_info
 from .checkpoint import load_checkpoint
 from .model import MPRNet, Rewrites
+from .restoration import restore
 from .version import __version__
 
-__all__ = ["CharbonnierLoss", "EdgeLoss", "MPRNet", "MPRNetLoss", "Rewrites", "build_info", "load_checkpoint", "ops", "__version__"]
+__all__ = ["CharbonnierLoss", "EdgeLoss", "MPRNet", "MPRNetLoss", "Rewrites", "build_info", "load_checkpoint", "ops", "restore", "__version__"]

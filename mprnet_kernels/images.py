@@ -3,6 +3,9 @@ and write pictures (Pillow).
 
 Tensors are float32, (3, H, W), RGB, values in [0, 1]. MPRNet is an RGB model, so other modes are
 converted on reading, and the conversion is reported (not silently done) so a command can say it.
+Pixels are taken as stored: EXIF orientation is not applied, so an output has the input's stored
+size; multi-frame files (GIF, TIFF) give their first frame. 16-bit RGB PNGs are reduced to 8 bits
+per channel by Pillow (it has no 16-bit RGB mode); the note says so.
 """
 
 from __future__ import annotations
@@ -28,18 +31,26 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image(p) and not p.name.startswith("."))
 
 
-def _to_rgb_array(img) -> tuple[np.ndarray, str | None]:
-    """(H, W, 3) float32 array in [0, 1] and a note on any conversion made."""
+def _gray_to_rgb(a: np.ndarray) -> np.ndarray:
+    return np.repeat(np.clip(a, 0, 1)[..., None], 3, axis=2)
+
+
+def _to_rgb_array(img, fmt: str | None = None) -> tuple[np.ndarray, str | None]:
+    """(H, W, 3) float32 array in [0, 1] and a note on any conversion made. fmt is the file's
+    format (img.format), which says how to scale mode "I"."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grayscale (PNG)
         a = np.asarray(img).astype(np.float32) / 65535.0
-        return np.repeat(a[..., None], 3, axis=2), "16-bit grayscale: scaled to [0, 1] and converted to RGB"
-    if mode == "I":  # 32-bit integer grayscale; PNG's 16-bit grayscale opens like this too
-        a = np.asarray(img).astype(np.float32) / (65535.0 if np.asarray(img).max(initial=0) > 255 else 255.0)
-        return np.repeat(np.clip(a, 0, 1)[..., None], 3, axis=2), "integer grayscale: converted to RGB"
+        return _gray_to_rgb(a), "16-bit grayscale: scaled to [0, 1] and converted to RGB"
+    if mode == "I":
+        # 32-bit integer grayscale. Older Pillows open 16-bit grayscale PNGs like this, and those
+        # hold 16-bit values whatever their maximum; other formats are read as 16-bit when any
+        # value exceeds 255 and as 8-bit otherwise (a guess: the file does not say).
+        a = np.asarray(img).astype(np.float32)
+        scale = 65535.0 if fmt == "PNG" or a.max(initial=0) > 255 else 255.0
+        return _gray_to_rgb(a / scale), "integer grayscale: converted to RGB"
     if mode == "F":
-        a = np.clip(np.asarray(img).astype(np.float32), 0, 1)
-        return np.repeat(a[..., None], 3, axis=2), "float grayscale: clipped to [0, 1], converted to RGB"
+        return _gray_to_rgb(np.asarray(img).astype(np.float32)), "float grayscale: clipped to [0, 1], converted to RGB"
     note = None
     if mode != "RGB":
         note = {
@@ -65,11 +76,23 @@ def read_image(path) -> tuple[torch.Tensor, str | None]:
         raise ImageReadError(f"{path}: no such file")
     try:
         with Image.open(path) as img:
+            sixteen_bit_colour = _sixteen_bit_colour(img)  # the decoder's tiles go away on load()
             img.load()
-            array, note = _to_rgb_array(img)
+            array, note = _to_rgb_array(img, img.format)
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{path}: {e}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    if sixteen_bit_colour:
+        note = "; ".join(n for n in ("16-bit colour: reduced to 8 bits per channel", note) if n)
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), note
+
+
+def _sixteen_bit_colour(img) -> bool:
+    """Whether Pillow is about to decode 16-bit RGB(A) samples into its 8-bit RGB(A) mode (PNG
+    raw modes "RGB;16B", "RGBA;16B"), a loss of precision worth a note."""
+    tiles = getattr(img, "tile", None) or []
+    return img.mode in ("RGB", "RGBA") and any(len(t) > 3 and ";16" in str(t[3]) for t in tiles)
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:

@@ -512,12 +512,13 @@ def _backward(ctx, grad, _grad_p, _grad_h, _grad_s):
     need_x, need_r, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
     if grad is None:
         return None, None, None, None, None, None
+    saved = ctx.saved_tensors  # once: unpacking twice fails under non-reentrant checkpointing
     grads = [None] * 5
     if need_x or need_w1 or need_b1 or need_w2 or need_b2:
-        grads = list(torch.ops.mprnet.ca_tail_backward(grad, *ctx.saved_tensors))
+        grads = list(torch.ops.mprnet.ca_tail_backward(grad, *saved))
     grad_x, grad_w1, grad_b1, grad_w2, grad_b2 = (g if need else None for g, need in zip(
         grads, (need_x, need_w1, need_b1, need_w2, need_b2)))
-    _, w1, w2 = ctx.saved_tensors[:3]
+    _, w1, w2 = saved[:3]
     grad_w1, grad_w2 = _strided_like(grad_w1, w1), _strided_like(grad_w2, w2)
     return grad_x, (grad if need_r else None), grad_w1, grad_b1, grad_w2, grad_b2
 

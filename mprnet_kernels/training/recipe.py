@@ -1,0 +1,76 @@
+"""The upstream training recipe per task, in one table, and the model presets `train` accepts.
+
+Everything `mprnet-kernels train` does by default comes from here (spec/MPRNET.md, "Losses
+(training)"), so the numbers are written once and every flag is an override of one entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict
+
+TASKS = ("deblur", "derain", "denoise")
+
+#: Adam's betas and eps are the same for every task (upstream's); not worth a flag each.
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One task's defaults. ``edge_weight`` 0 drops the edge term (denoise); ``clamp`` clamps the
+    stage outputs to [0, 1] inside the loss (denoise)."""
+
+    preset: str
+    patch: int
+    batch: int
+    lr: float
+    min_lr: float
+    warmup_epochs: int
+    epochs: int
+    edge_weight: float
+    clamp: bool
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+RECIPES: Dict[str, Recipe] = {
+    "deblur": Recipe(preset="deblur", patch=256, batch=16, lr=2e-4, min_lr=1e-6, warmup_epochs=3,
+                     epochs=3000, edge_weight=0.05, clamp=False),
+    "derain": Recipe(preset="derain", patch=256, batch=16, lr=2e-4, min_lr=1e-6, warmup_epochs=3,
+                     epochs=250, edge_weight=0.05, clamp=False),
+    "denoise": Recipe(preset="denoise", patch=128, batch=16, lr=2e-4, min_lr=1e-6, warmup_epochs=3,
+                      epochs=80, edge_weight=0.0, clamp=True),
+}
+
+#: Presets beyond the three published ones: changes to the deblur preset's constructor arguments.
+#: `small` is for demos on a CPU (minutes, not days); `tiny` for smoke tests (seconds).
+EXTRA_PRESETS: Dict[str, Dict[str, Any]] = {
+    "small": dict(n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=2),
+    "tiny": dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1),
+}
+
+
+def preset_names() -> tuple:
+    from ..reference import PRESETS
+
+    return tuple(PRESETS) + tuple(EXTRA_PRESETS)
+
+
+def model_config(preset: str, num_cab: int | None = None) -> Dict[str, Any]:
+    """The MPRNet constructor arguments of a preset (a published one, `small` or `tiny`), with
+    num_cab replaced when given. This dict is what checkpoints store under 'config'."""
+    from ..reference import PRESETS
+
+    if preset in PRESETS:
+        config = dict(PRESETS[preset])
+    elif preset in EXTRA_PRESETS:
+        config = dict(PRESETS["deblur"], **EXTRA_PRESETS[preset])
+    else:
+        raise ValueError(f"--preset: unknown preset {preset!r}; expected one of {', '.join(preset_names())}")
+    if num_cab is not None:
+        if num_cab < 1:
+            raise ValueError(f"--num-cab: expected a positive number of channel-attention blocks, got {num_cab}")
+        config["num_cab"] = num_cab
+    return config

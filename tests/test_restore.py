@@ -1,0 +1,409 @@
+"""restore(): padding, cropping, tiles and their blending; the `restore` command end to end."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+import mprnet_kernels
+from mprnet_kernels import MPRNet, cli, restore
+from mprnet_kernels.demo_data import make_pair
+from mprnet_kernels.images import read_image, to_uint8
+from mprnet_kernels.reference import PRESETS
+from mprnet_kernels.restoration import pad_to_multiple, tile_starts, tiling_difference
+
+TINY = dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
+SMALL = dict(n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=2)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def seeded_model(config, seed=0):
+    torch.manual_seed(seed)
+    return MPRNet(**config).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return seeded_model(TINY)
+
+
+def rand_image(*shape, seed=0):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+
+class Local(nn.Module):
+    """A purely local (per-pixel) stand-in for MPRNet: tiles must reproduce it exactly."""
+
+    def forward(self, x):
+        y = torch.sigmoid(3 * x - 1.2) * 1.1 - 0.02
+        return [y, x, x]
+
+
+class Recorder(nn.Module):
+    """Returns [x, x, x] and records the shape, dtype and mode of every call."""
+
+    def __init__(self, dtype=torch.float32):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros((), dtype=dtype))
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append((tuple(x.shape), x.dtype, torch.is_inference_mode_enabled()))
+        return [x + self.weight] * 3
+
+
+# --------------------------------------------------------------------------- whole images
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 7), (5, 3), (13, 21), (8, 8), (16, 24), (31, 9)])
+def test_same_shape_values_in_range(tiny, hw):
+    x = rand_image(3, *hw)
+    y = restore(tiny, x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert 0 <= y.min() and y.max() <= 1
+    assert not y.is_inference()
+    y.mul_(0.5)  # an ordinary tensor: in-place use works
+
+
+def test_equals_manual_pad_model_crop(tiny):
+    x = rand_image(2, 3, 13, 21)
+    with torch.no_grad():
+        manual = tiny(F.pad(x, (0, 3, 0, 3), mode="reflect"))[0][..., :13, :21].clamp(0, 1)
+    assert torch.equal(restore(tiny, x), manual)
+    multiple = rand_image(3, 16, 24)  # no padding at all
+    with torch.no_grad():
+        assert torch.equal(restore(tiny, multiple), tiny(multiple[None])[0][0].clamp(0, 1))
+
+
+def test_padding_reflects_or_replicates_short_sides():
+    x = rand_image(1, 3, 5, 13)
+    assert torch.equal(pad_to_multiple(x), F.pad(x, (0, 3, 0, 3), mode="reflect"))
+    # Height 3 is too short to mirror a pad of 5: replicated; width 5 mirrors its pad of 3.
+    x = rand_image(1, 3, 3, 5)
+    expected = F.pad(F.pad(x, (0, 3, 0, 0), mode="reflect"), (0, 0, 0, 5), mode="replicate")
+    assert torch.equal(pad_to_multiple(x), expected)
+    one = rand_image(3, 1, 1)
+    assert torch.equal(pad_to_multiple(one), one.expand(3, 8, 8))
+
+
+def test_three_and_four_dimensional_inputs(tiny):
+    batch = rand_image(2, 3, 12, 20)
+    out = restore(tiny, batch)
+    assert out.shape == batch.shape
+    assert torch.equal(restore(tiny, batch[1]), restore(tiny, batch[1:])[0])
+    assert torch.allclose(restore(tiny, batch[0]), out[0], atol=1e-5)
+
+
+def test_runs_in_inference_mode_in_the_models_dtype():
+    model = Recorder(torch.float64)
+    x = rand_image(3, 10, 12)
+    y = restore(model, x)
+    assert model.calls == [((1, 3, 16, 16), torch.float64, True)]
+    assert y.dtype == torch.float32 and torch.equal(y, x)
+    assert restore(Local(), x.double()).dtype == torch.float64  # no parameters: the image's dtype
+
+
+def test_does_not_modify_the_input(tiny):
+    x = rand_image(3, 13, 21)
+    before = x.clone()
+    restore(tiny, x, tile=16, overlap=8)
+    assert torch.equal(x, before)
+
+
+# --------------------------------------------------------------------------- tiles
+
+
+@pytest.mark.parametrize("size, tile, overlap", [(40, 16, 4), (16, 16, 0), (10, 16, 8), (100, 32, 31), (33, 8, 0)])
+def test_tile_starts_cover_with_overlap(size, tile, overlap):
+    starts = tile_starts(size, tile, overlap)
+    assert starts[0] == 0 and starts == sorted(set(starts))
+    t = min(tile, size)
+    assert starts[-1] + t == size  # the last tile is aligned to the edge
+    for a, b in zip(starts, starts[1:]):
+        assert a + t - b >= overlap  # consecutive tiles overlap by at least `overlap`
+
+
+def test_tile_at_least_the_image_is_the_whole_path(tiny):
+    for hw in ((13, 21), (24, 32), (32, 32)):
+        x = rand_image(3, *hw)
+        assert torch.equal(restore(tiny, x, tile=32, overlap=8), restore(tiny, x))
+
+
+@pytest.mark.parametrize("hw, tile, overlap", [((50, 70), 16, 4), ((50, 70), 24, 0), ((13, 100), 16, 7),
+                                               ((64, 64), 8, 7), ((37, 45), 32, 16)])
+def test_tiles_reproduce_a_local_model_exactly(hw, tile, overlap):
+    x = rand_image(2, 3, *hw)
+    model = Local()
+    whole = restore(model, x)
+    tiled = restore(model, x, tile=tile, overlap=overlap)
+    assert torch.equal(tiled, whole)  # the blending weights sum to one everywhere
+
+
+def test_each_tile_runs_at_tile_size():
+    model = Recorder()
+    x = rand_image(3, 20, 50)  # padded to 24 x 56: one row of tiles, four along the width
+    assert torch.equal(restore(model, x, tile=16, overlap=4), x)
+    shapes = [c[0] for c in model.calls]
+    assert shapes == [(1, 3, 16, 16)] * len(tile_starts(24, 16, 4)) * len(tile_starts(56, 16, 4))
+    model.calls.clear()
+    restore(model, rand_image(3, 12, 50), tile=16, overlap=4)  # height 16 fits one tile: not cut
+    assert {c[0] for c in model.calls} == {(1, 3, 16, 16)} and len(model.calls) == len(tile_starts(56, 16, 4))
+
+
+class TileIndex(nn.Module):
+    """Outputs the number of earlier calls everywhere: shows how tiles are weighted."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        out = torch.full_like(x, float(self.calls))
+        self.calls += 1
+        return [out] * 3
+
+
+def test_tiles_cross_fade_linearly_over_the_overlap():
+    # Width 40, tile 24, overlap 8: tiles at 0 and 16, sharing columns 16-23. The first tile (0)
+    # fades out as the second (1) fades in: their blend is the second's weight, (j + 1) / 9.
+    out = restore(TileIndex(), torch.zeros(3, 16, 40), tile=24, overlap=8)
+    expected = torch.cat([torch.zeros(16), torch.arange(1, 9) / 9, torch.ones(16)]).double()
+    for row in out.reshape(-1, 40):
+        assert torch.allclose(row.double(), expected, atol=1e-6)
+
+
+def test_tiled_mprnet_is_close_to_whole_but_not_equal():
+    # MPRNet's channel attention pools over its whole input, so tiles see other statistics and
+    # the results differ. For this seeded small config (random init: a weak proxy whose residuals
+    # are large) on a 96 x 96 synthetic blurred image, tile 64 overlap 16, the difference measured
+    # 29.7 dB PSNR (26.3-29.7 dB over model seeds 0-2; max |diff| 0.29-0.59). The lower bound
+    # leaves room for other BLAS builds; a tile left out (zeros) or weights that do not normalise
+    # (overlaps doubled) would fall far below it.
+    model = seeded_model(SMALL)
+    x = torch.from_numpy(make_pair("deblur", 96, [0], 0)[0].transpose(2, 0, 1).copy())
+    diff = tiling_difference(model, x, tile=64, overlap=16)
+    assert 24 < diff["psnr"] < 40, diff
+    assert diff["max_abs"] > 1e-3
+
+
+@pytest.mark.parametrize("tile, overlap, word", [
+    (0, 0, "tile"), (12, 0, "tile"), (-8, 0, "tile"), (16.0, 0, "tile"), (True, 0, "tile"),
+    (16, -1, "overlap"), (16, 16, "overlap"), (16, 20, "overlap"), (16, 1.5, "overlap"), (None, -3, "overlap"),
+])
+def test_bad_tiling_arguments_name_themselves(tiny, tile, overlap, word):
+    with pytest.raises(ValueError, match=f"^{word}: expected"):
+        restore(tiny, rand_image(3, 8, 8), tile=tile, overlap=overlap)
+
+
+@pytest.mark.parametrize("image", [torch.rand(8, 8), torch.rand(1, 8, 8), torch.rand(1, 1, 3, 8, 8),
+                                   torch.zeros(3, 8, 8, dtype=torch.uint8), torch.rand(3, 0, 8)])
+def test_bad_images_are_rejected(tiny, image):
+    with pytest.raises(ValueError, match="^image: expected"):
+        restore(tiny, image)
+
+
+def test_exported_from_the_package():
+    assert mprnet_kernels.restore is restore and "restore" in mprnet_kernels.__all__
+
+
+# --------------------------------------------------------------------------- the command
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    torch.save({"epoch": 1, "state_dict": tiny.state_dict()}, path)
+    return path
+
+
+def save(path, array, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode=mode).save(path)
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A folder of odd-sized images in several modes, one loose RGB file and a corrupt one."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "in"
+    files = {
+        "rgb": save(folder / "rgb.png", rng.integers(0, 256, (13, 21, 3), dtype=np.uint8)),
+        "gray": save(folder / "gray.png", rng.integers(0, 256, (9, 7), dtype=np.uint8), "L"),
+        "rgba": save(folder / "rgba.png", rng.integers(0, 256, (16, 24, 4), dtype=np.uint8), "RGBA"),
+        "g16": save(folder / "g16.png", rng.integers(0, 65536, (11, 10), dtype=np.uint16)),
+        "loose": save(tmp_path / "loose.jpg", rng.integers(0, 256, (20, 17, 3), dtype=np.uint8)),
+    }
+    (folder / "readme.txt").write_text("not an image, skipped by folder expansion")
+    return folder, files
+
+
+def expected_png(model, path, **kw):
+    return to_uint8(restore(model, read_image(path)[0], **kw))
+
+
+def check_outputs(out, model, files, **kw):
+    for name, path in files.items():
+        with Image.open(out / f"{path.stem}.png") as img:
+            assert img.mode == "RGB" and img.format == "PNG"
+            with Image.open(path) as original:
+                assert img.size == original.size, name
+            assert np.array_equal(np.asarray(img), expected_png(model, path, **kw)), name
+
+
+def test_cli_files_and_folders(tiny, checkpoint, inputs, tmp_path, capsys):
+    folder, files = inputs
+    out = tmp_path / "out"
+    assert cli.main(["restore", str(folder), str(files["loose"]), "-o", str(out), "--checkpoint", str(checkpoint),
+                     "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["g16.png", "gray.png", "loose.png", "rgb.png", "rgba.png"]
+    check_outputs(out, tiny, files)
+    notes = [line for line in captured.out.splitlines() if line.startswith("note: ")]
+    assert f"note: {files['gray']}: grayscale: converted to RGB" in notes
+    assert f"note: {files['rgba']}: RGBA: alpha dropped" in notes
+    assert any(line.startswith(f"note: {files['g16']}: 16-bit grayscale") for line in notes)
+    assert len(notes) == 3  # none for the RGB files
+    assert "wrote 5 PNG(s)" in captured.out and captured.err == ""
+
+
+def test_cli_tiles(tiny, checkpoint, inputs, tmp_path):
+    folder, files = inputs
+    assert cli.main(["restore", str(files["rgba"]), str(files["rgb"]), "-o", str(tmp_path / "out"),
+                     "--checkpoint", str(checkpoint), "--tile", "16", "--overlap", "8"]) == 0
+    check_outputs(tmp_path / "out", tiny, {k: files[k] for k in ("rgba", "rgb")}, tile=16, overlap=8)
+
+
+def test_cli_corrupt_file_is_reported_and_skipped(tiny, checkpoint, inputs, tmp_path, capsys):
+    folder, files = inputs
+    bad = folder / "broken.png"
+    bad.write_bytes(files["rgb"].read_bytes()[:40])
+    out = tmp_path / "out"
+    assert cli.main(["restore", str(folder), "-o", str(out), "--checkpoint", str(checkpoint)]) == 1
+    captured = capsys.readouterr()
+    assert f"error: {bad}: not a readable image" in captured.err
+    assert "1 input(s) failed" in captured.out
+    assert not (out / "broken.png").exists()
+    check_outputs(out, tiny, {k: files[k] for k in ("rgb", "gray", "rgba", "g16")})
+
+
+def cli_error(capsys, argv):
+    """(exit status, stderr) of an in-process run."""
+    status = cli.main(["restore"] + argv)
+    return status, capsys.readouterr().err
+
+
+def test_cli_same_stem_stops_before_any_work(checkpoint, inputs, tmp_path, capsys):
+    folder, files = inputs
+    other = save(tmp_path / "elsewhere" / "RGB.jpg", np.zeros((8, 8, 3), np.uint8))
+    status, err = cli_error(capsys, [str(folder), str(other), "-o", str(tmp_path / "out"), "--checkpoint",
+                                     str(checkpoint)])
+    assert status == 2 and "same name" in err and str(other) in err and str(files["rgb"]) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_same_file_twice_is_restored_once(checkpoint, inputs, tmp_path, capsys):
+    folder, files = inputs
+    assert cli.main(["restore", str(files["rgb"]), str(folder / "." / "rgb.png"), "-o", str(tmp_path / "out"),
+                     "--checkpoint", str(checkpoint)]) == 0
+    assert "restoring 1 image(s)" in capsys.readouterr().out
+
+
+def test_cli_refuses_to_overwrite_an_input(checkpoint, inputs, capsys):
+    folder, files = inputs
+    before = files["rgb"].read_bytes()
+    status, err = cli_error(capsys, [str(files["rgb"]), "-o", str(folder), "--checkpoint", str(checkpoint)])
+    assert status == 2 and "overwrite" in err
+    assert files["rgb"].read_bytes() == before
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--tile", "12"], ["--tile: expected"]),
+    (["--tile", "16", "--overlap", "16"], ["--overlap: expected less than --tile"]),
+    (["--device", "nonsense"], ["--device"]),
+])
+def test_cli_bad_options_exit_2(checkpoint, inputs, tmp_path, capsys, argv, words):
+    status, err = cli_error(capsys, [str(inputs[1]["rgb"]), "-o", str(tmp_path / "o"), "--checkpoint",
+                                     str(checkpoint)] + argv)
+    assert status == 2
+    for word in words:
+        assert word in err, err
+
+
+def test_cli_missing_or_bad_checkpoint_exit_2(inputs, tmp_path, capsys):
+    rgb = str(inputs[1]["rgb"])
+    status, err = cli_error(capsys, [rgb, "-o", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "none.pth")])
+    assert status == 2 and f"--checkpoint: {tmp_path / 'none.pth'}: no such file" in err
+    torch.save({"epoch": 1, "state_dict": {"conv.weight": torch.zeros(2)}}, tmp_path / "other.pth")
+    status, err = cli_error(capsys, [rgb, "-o", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "other.pth")])
+    assert status == 2 and "cannot load it" in err and "MPRNet" in err
+    (tmp_path / "junk.pth").write_bytes(b"definitely not a checkpoint")
+    status, err = cli_error(capsys, [rgb, "-o", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "junk.pth")])
+    assert status == 2 and "junk.pth: cannot load it" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_missing_input_or_no_images_exit_2(checkpoint, tmp_path, capsys):
+    status, err = cli_error(capsys, [str(tmp_path / "nope.png"), "-o", str(tmp_path / "o"), "--checkpoint",
+                                     str(checkpoint)])
+    assert status == 2 and "nope.png: no such file or folder" in err
+    (tmp_path / "empty").mkdir()
+    status, err = cli_error(capsys, [str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "--checkpoint",
+                                     str(checkpoint)])
+    assert status == 2 and "no image files" in err
+
+
+def test_cli_builds_the_model_the_checkpoint_fits(tmp_path, inputs, capsys):
+    # A preset's widths (derain, one CAB per block to keep it quick) and a config entry, as
+    # `mprnet-kernels train` writes: both read back without being told the configuration.
+    derain = MPRNet.from_preset("derain", num_cab=1).eval()
+    torch.save({"epoch": 1, "state_dict": derain.state_dict()}, tmp_path / "derain.pth")
+    small = seeded_model(SMALL, seed=3)
+    torch.save({"epoch": 1, "state_dict": small.state_dict(), "config": dict(SMALL), "task": "denoise"},
+               tmp_path / "small.pth")
+    torch.save({"epoch": 1, "state_dict": small.state_dict(), "args": {"task": "deblur", "lr": 1e-3}},
+               tmp_path / "args.pth")
+    image = save(tmp_path / "x" / "a.png", np.random.default_rng(2).integers(0, 256, (8, 12, 3), dtype=np.uint8))
+    expected = {"derain.pth": expected_png(derain, image), "small.pth": expected_png(small, image)}
+    expected["args.pth"] = expected["small.pth"]
+    for ckpt, task, warning in (("derain.pth", "derain", None),
+                                ("derain.pth", "deblur", "derain preset's widths, but --task is deblur"),
+                                ("small.pth", "denoise", None),
+                                ("small.pth", "derain", "trained for denoise, not --task derain"),
+                                ("args.pth", "denoise", "trained for deblur, not --task denoise")):
+        out = tmp_path / f"out-{ckpt}-{task}"
+        assert cli.main(["restore", str(image), "-o", str(out), "--checkpoint", str(tmp_path / ckpt),
+                         "--task", task]) == 0
+        err = capsys.readouterr().err
+        assert (warning in err) if warning else ("warning" not in err), err
+        assert np.array_equal(np.asarray(Image.open(out / "a.png")), expected[ckpt])
+    assert PRESETS["derain"]["n_feat"] == derain.shallow_feat1[0].out_channels
+
+
+def test_cli_help_describes_the_command(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["restore", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("INPUT", "-o OUT", "--checkpoint CKPT", "--tile T", "--overlap O", "default 32", "multiple of 8"):
+        assert text in out, text
+
+
+def test_subprocess_run_exit_status_and_outputs(tiny, checkpoint, inputs, tmp_path):
+    folder, files = inputs
+    (folder / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run([sys.executable, "-m", "mprnet_kernels.cli", "restore", str(folder), "-o", str(out),
+                          "--checkpoint", str(checkpoint), "--tile", "16", "--overlap", "8", "--no-progress"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert run.returncode == 1, run.stderr
+    assert f"error: {folder / 'zz_corrupt.png'}" in run.stderr
+    assert "note: " in run.stdout and "wrote 4 PNG(s)" in run.stdout
+    check_outputs(out, tiny, {k: files[k] for k in ("rgb", "gray", "rgba", "g16")}, tile=16, overlap=8)
