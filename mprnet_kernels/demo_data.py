@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-TASKS = ("deblur", "derain", "denoise")
+from .reference.model import SIZE_MULTIPLE  # H and W of MPRNet's input are multiples of it
+from .training.recipe import TASKS
+
 DEFAULT_COUNT = 64
 DEFAULT_SIZE = 128
 MIN_SIZE = 16
-SIZE_MULTIPLE = 8
 SPLITS = ("train", "val")
 
 

@@ -60,14 +60,13 @@ is then 1 (0 when every input was written).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 import torch
 
-SIZE_MULTIPLE = 8  # stage 1 halves the image into patches, then the U-Net downsamples twice
-TASKS = ("deblur", "derain", "denoise")
+from .reference.model import SIZE_MULTIPLE  # H and W of MPRNet's input are multiples of it
+from .training.recipe import TASKS
 
 __all__ = ["restore", "pad_to_multiple", "tile_starts", "tiling_difference", "psnr", "measure_tiling", "TASKS"]
 
@@ -213,9 +212,10 @@ def tiling_difference(model, image: torch.Tensor, tile: int, overlap: int = 32, 
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of two images in [0, 1] (inf when equal)."""
-    mse = (a.double() - b.double()).pow(2).mean().item()
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+    """PSNR in dB of one image against another, both in [0, 1] (metrics.psnr, as training logs it)."""
+    from .metrics import psnr as batch_psnr
+
+    return float(batch_psnr(a.reshape(1, -1).double(), b.reshape(1, -1).double()))
 
 
 # --------------------------------------------------------------------------- command line

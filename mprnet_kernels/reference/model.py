@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from .blocks import CAB, SAM, Decoder, Encoder, ORSNet, conv
 
-__all__ = ["MPRNet", "PRESETS"]
+__all__ = ["MPRNet", "PRESETS", "SIZE_MULTIPLE"]
 
 #: Constructor arguments of the three published models (spec table "Presets").
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -28,7 +28,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 # Stage 1 halves H and W into patches, then the U-Net downsamples twice: 2 * 2 * 2.
-_SIZE_MULTIPLE = 8
+SIZE_MULTIPLE = 8
 
 
 class MPRNet(nn.Module):
@@ -103,9 +103,9 @@ class MPRNet(nn.Module):
             raise ValueError(
                 f"MPRNet: expected an input of shape (N, {self.in_c}, H, W), got {shape}")
         h, w = shape[2], shape[3]
-        if h % _SIZE_MULTIPLE or w % _SIZE_MULTIPLE or h == 0 or w == 0:
+        if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or h == 0 or w == 0:
             raise ValueError(
-                f"MPRNet: input height and width must be non-zero multiples of {_SIZE_MULTIPLE}, "
+                f"MPRNet: input height and width must be non-zero multiples of {SIZE_MULTIPLE}, "
                 f"got {shape}; pad the image first")
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:

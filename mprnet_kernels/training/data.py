@@ -23,11 +23,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ..images import ImageReadError, list_images, read_image
+from ..reference.model import SIZE_MULTIPLE  # H and W of MPRNet's input are multiples of it
 from .errors import SetupError
 
-#: Validation pads to a multiple of this (MPRNet's 3 halvings); reflect padding needs the image
-#: to be larger than the pad, hence the minimum validation size.
-SIZE_MULTIPLE = 8
+# Validation pads to a multiple of SIZE_MULTIPLE (MPRNet's 3 halvings); reflect padding needs the
+# image to be larger than the pad, hence the minimum validation size.
 MIN_VAL_SIZE = 8
 
 

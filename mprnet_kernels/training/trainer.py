@@ -23,7 +23,7 @@ from .config import TrainConfig, describe
 from .data import TrainPatches, ValImages, find_pairs
 from .distributed import Dist, all_reduce_sum, cleanup, setup
 from .errors import SetupError
-from .metrics import ssim_function
+from ..metrics import ssim_function
 from .recipe import ADAM_BETAS, ADAM_EPS
 from .runlog import RunLog
 from .sampler import EpochSampler

@@ -12,19 +12,10 @@ from __future__ import annotations
 from typing import Callable, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from .distributed import Dist, all_reduce_sum
-from .metrics import psnr
-
-SIZE_MULTIPLE = 8
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> torch.Tensor:
-    """(N, C, H, W) reflect-padded at the bottom and right to multiples of `multiple`."""
-    h, w = x.shape[-2:]
-    return F.pad(x, (0, -w % multiple, 0, -h % multiple), mode="reflect")
-
+from ..metrics import psnr
+from ..restoration import pad_to_multiple
 
 @torch.no_grad()
 def validate(model, loader, d: Dist, amp: bool, ssim: Optional[Callable],
