@@ -43,21 +43,36 @@ PY
 cat "$OUT/environment.json"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 
-step build 200 python setup.py build_ext --inplace
+# Time limits (s): 180 + 20 + 40 + 100 + 50 + 70 + 55 + 40 + 35 = 590, one 10-minute call.
+step build 180 python setup.py build_ext --inplace
 step info 20 python -m mprnet_kernels.cli info
 step verify 40 python -m mprnet_kernels.cli verify --fixture tests/data/mprnet_small_float64.pt
-step gpu_tests 110 python -m pytest -m gpu -q -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml"
+step gpu_tests 100 python -m pytest -m gpu -q -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml"
 # Memory errors in the CUDA C++ and Triton kernels: one small forward+backward of every op and
 # backend (what `verify` runs), under compute-sanitizer where the machine has it.
 sanitizer=$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")
 if [ -x "$sanitizer" ]; then
-  step memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 python -m mprnet_kernels.cli verify
+  step memcheck 50 "$sanitizer" --tool memcheck --error-exitcode 1 python -m mprnet_kernels.cli verify
 fi
-step bench_cli 60 python -m mprnet_kernels.cli bench --json "$OUT/bench_cli.json"
-# GPU figures only (CPU ones are measured on the CPU machines). Compiling the whole model takes
-# minutes per variant: MPRNET_BENCH_COMPILE=1 includes those.
-select="cuda"
-[ "${MPRNET_BENCH_COMPILE:-0}" = 1 ] || select="cuda and not (bench_inference and compile) and not (bench_training_step and compile)"
-step benchmarks 100 python -m pytest bench -q -p no:cacheprovider --benchmark-only -k "$select" \
-  --benchmark-json="$OUT/benchmarks.json"
+# The quick run: every op (ours, eager, compile), inference 1x3x256x256 and a training step
+# 16x3x256x256 (bf16 autocast) of both models, with peak memory; PNG plots beside the JSON.
+step bench_cli 70 python -m mprnet_kernels.cli bench --no-progress --json "$OUT/bench_cli.json" --plot "$OUT/plots"
+# GPU figures only (CPU ones are measured on the CPU machines): the deblur preset in float32 and
+# bf16 (ops: about 110 cases; the model: inference 256 and 512 of ours and the reference, and
+# their training step 16x3x256x256 under bf16 autocast: in float32 the reference's needs about
+# 80 GiB). MPRNET_BENCH_ALL=1: every preset, float16 and float32 training too (minutes).
+# Compiling takes tens of seconds per op case and minutes per model variant:
+# MPRNET_BENCH_COMPILE=1 includes those. Ops and model are two steps, so that one cut short
+# keeps the other's JSON.
+select="cuda and deblur and not fp16 and not (training_step and fp32)"
+[ "${MPRNET_BENCH_ALL:-0}" = 1 ] && select="cuda"
+[ "${MPRNET_BENCH_COMPILE:-0}" = 1 ] || select="$select and not compile"
+step bench_ops 55 python -m pytest bench/ops -q -p no:cacheprovider --benchmark-only -k "$select" \
+  --benchmark-json="$OUT/benchmarks_ops.json"
+step bench_model 40 python -m pytest bench/model -q -p no:cacheprovider --benchmark-only -k "$select" \
+  --benchmark-json="$OUT/benchmarks_model.json"
+# Where the time goes: convolutions vs everything else in one training step (16x3x256x256, bf16
+# autocast) and one inference of the fast model and the reference (the goal: everything else
+# under 10% of the step).
+step profile 35 python bench/profile_model.py --device cuda --json "$OUT/profile.json"
 exit $status

@@ -17,6 +17,10 @@ from mprnet_kernels.benchmark import copy_bandwidth, median_time, synchronize, t
 __all__ = ["copy_bandwidth", "median_time", "run_benchmark", "synchronize", "tensor_bytes"]
 
 
+def _significant(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}")
+
+
 def run_benchmark(benchmark, fn: Callable[[], object], device, bytes_moved: int = 0, **info) -> float:
     """Times fn with pytest-benchmark (warm-up rounds, then rounds whose median is reported),
     synchronising CUDA inside the timed call, and records GB/s and the share of the measured
@@ -38,8 +42,8 @@ def run_benchmark(benchmark, fn: Callable[[], object], device, bytes_moved: int 
         copy = copy_bandwidth(device)
         benchmark.extra_info.update(
             bytes_moved=bytes_moved,
-            gb_per_s=round(achieved / 1e9, 2),
-            copy_gb_per_s=round(copy / 1e9, 2),
-            pct_of_copy=round(100 * achieved / copy, 1),
+            gb_per_s=_significant(achieved / 1e9),
+            copy_gb_per_s=_significant(copy / 1e9),
+            pct_of_copy=_significant(100 * achieved / copy),
         )
     return median

@@ -10,15 +10,20 @@ against the bandwidth of a plain device-to-device copy measured in the same run 
 writes every byte once, the best a streaming kernel can do). Bytes are the OPS.md pass counts
 times the size of the op's main operand (see `OP_BENCHES`).
 
-`mprnet-kernels bench` = `run(BenchConfig(...))`: each op's forward+backward, ours vs the eager
-reference vs torch.compile of the reference, at shapes from `mprnet_kernels.shapes`, and the fast
-model vs the reference at inference. Every timed implementation is first checked against the
-float64 reference on the same inputs; a mismatch marks the row FAIL and is not timed.
+`mprnet-kernels bench` = `run(BenchConfig(...))`: each op's forward+backward (and, with --full,
+its forward alone), ours vs the eager reference vs torch.compile of the reference, at shapes from
+`mprnet_kernels.shapes` (`op_cases`, which the pytest-benchmark suite in bench/ uses too), and the
+fast model vs the reference end to end: inference, and a training step (forward, MPRNetLoss,
+backward, Adam step), each with its peak memory (`peak_memory`). Every timed implementation is
+first checked against the reference on the same inputs (an op against float64; a model's output,
+or its first training step's loss and gradients, against the eager reference model); a mismatch
+marks the row FAIL and is not timed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import statistics
 import subprocess
@@ -32,7 +37,7 @@ import torch
 
 __all__ = [
     "BenchConfig", "OP_BENCHES", "Row", "copy_bandwidth", "environment", "format_table",
-    "median_time", "run", "synchronize", "tensor_bytes", "write_plots",
+    "median_time", "op_cases", "peak_memory", "run", "synchronize", "tensor_bytes", "write_plots",
 ]
 
 
@@ -87,6 +92,69 @@ def tensor_bytes(*tensors: torch.Tensor) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+#: What `peak_memory` measures on each device (the JSON's "memory_measure").
+MEMORY_MEASURE = {
+    "cuda": "peak bytes allocated during one call above what was allocated when it started "
+            "(torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus memory_allocated)",
+    "cpu": "peak tensor memory allocated during one call above what was live when it started: the "
+           "running sum of the CPU allocator's allocation and free events recorded by torch.profiler "
+           "(profile_memory=True); memory that libraries take outside PyTorch's allocator (oneDNN "
+           "scratchpads) is not counted",
+}
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silences file descriptor 2 (kineto's C++ log lines on CPU) for the block."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_memory(fn: Callable[[], object], device, before: Optional[Callable[[], object]] = None) -> Optional[int]:
+    """Peak bytes allocated while fn() runs, above what was allocated when it started (see
+    MEMORY_MEASURE); `before()`, if given, runs first, outside the measurement (a training step's
+    zero_grad). None where it cannot be measured."""
+    device = torch.device(device)
+    if before is not None:
+        before()
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - start
+    if device.type != "cpu":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    try:
+        events = prof.profiler.kineto_results.events()
+    except AttributeError:  # a torch whose profiler keeps its raw events elsewhere
+        return None
+    cpu = torch.autograd.DeviceType.CPU
+    deltas = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]" and e.device_type() == cpu)
+    live = peak = 0
+    for _, nbytes in deltas:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
 # ---------------------------------------------------------------------------------- the ops
 #: Relative error a timed implementation may show against float64 before it is timed.
 CHECK_TOLERANCE = 1e-2
@@ -114,6 +182,11 @@ class OpBench:
     ours: Callable[[str], Callable]               # preset -> fn
     eager: Callable[[str], Callable]              # preset -> fn
     compile_options: dict = field(default_factory=dict)
+    forward_passes: int = 0                       # passes of the forward alone (no grad wanted)
+
+    def bytes_moved(self, inputs: Inputs, mode: str = "forward+backward") -> int:
+        passes = self.passes if mode == "forward+backward" else self.forward_passes
+        return passes * tensor_bytes(inputs.main)
 
 
 def _randn(shape, device, dtype, g, scale=1.0):
@@ -181,13 +254,18 @@ def _ops():
     # bench_edge_loss.py): the loss references are compiled with it off.
     no_layout = {"options": {"layout_optimization": False}}
     return {b.op: b for b in [
-        OpBench("sam_gate", 9, _sam_gate_inputs, lambda p: ops.sam_gate, lambda p: _sam_gate_reference),
-        OpBench("ca_tail", 8, _ca_tail_inputs, lambda p: ca_tail, lambda p: _ca_tail_reference),
+        # Forward alone: sam_gate reads x1, z, x and writes out (4); ca_tail reads x (pool),
+        # then x and r, and writes out (4); without a gradient wanted the losses only read their
+        # inputs: x and y (2), or 3 stage outputs and the target (4).
+        OpBench("sam_gate", 9, _sam_gate_inputs, lambda p: ops.sam_gate, lambda p: _sam_gate_reference,
+                forward_passes=4),
+        OpBench("ca_tail", 8, _ca_tail_inputs, lambda p: ca_tail, lambda p: _ca_tail_reference, forward_passes=4),
         OpBench("charbonnier_loss", 5, _image_pair_inputs, lambda p: ops.charbonnier_loss,
-                lambda p: reference.charbonnier_loss),
+                lambda p: reference.charbonnier_loss, forward_passes=2),
         OpBench("edge_loss", 5, _image_pair_inputs, lambda p: ops.edge_loss, lambda p: reference.edge_loss,
-                no_layout),
-        OpBench("mprnet_loss", 13, _stage_outputs_inputs, mprnet_loss_ours, mprnet_loss_eager, no_layout),
+                no_layout, forward_passes=2),
+        OpBench("mprnet_loss", 13, _stage_outputs_inputs, mprnet_loss_ours, mprnet_loss_eager, no_layout,
+                forward_passes=4),
     ]}
 
 
@@ -232,8 +310,9 @@ OP_BENCHES: Dict[str, OpBench] = _LazyOps()
 # ---------------------------------------------------------------------------------- config
 @dataclass
 class Sizes:
-    """Input sizes: op shapes come from the model at (batch, 3, image, image); the model rows
-    run at each of `model_images` with batch 1."""
+    """Input sizes: op shapes come from the model at (batch, 3, image, image); the inference rows
+    run at each of `model_images` with batch 1; the training-step rows at (train_batch, 3,
+    train_image, train_image)."""
     batch: int
     image: int
     model_images: Sequence[int]
@@ -241,18 +320,35 @@ class Sizes:
     reps: int
     model_overrides: dict = field(default_factory=dict)  # from_preset overrides (tests only)
     model_reps: Optional[int] = None  # timed model calls (default: reps), one warm-up fewer
+    train_batch: int = 1
+    train_image: int = 64
+    train_warmup: int = 0             # untimed steps after the checked first step (itself a warm-up)
+    train_reps: int = 3               # timed training steps
 
 
 def default_sizes(device: str, full: bool) -> Sizes:
+    from .shapes import BENCH_INPUTS
+
+    batch, image = BENCH_INPUTS["cuda" if device == "cuda" else "cpu"]["full" if full else "quick"]
     if device == "cuda":
-        return Sizes(16, 256, (256, 512), 5, 20) if full else Sizes(4, 256, (256,), 3, 10)
-    # This 2-core CPU: the quick run stays under 3 minutes, verification included.
-    return Sizes(4, 256, (256,), 2, 5) if full else Sizes(1, 256, (64,), 2, 10, model_reps=3)
+        # The issue's GPU training step: 16 patches of 256x256.
+        return (Sizes(batch, image, (256, 512), 5, 20, train_batch=16, train_image=256, train_warmup=2, train_reps=10)
+                if full else Sizes(batch, image, (256,), 3, 10, train_batch=16, train_image=256, train_warmup=1,
+                                   train_reps=5))
+    # This 2-core CPU. --full: the issue's CPU training step, 1x3x128x128 (about 6 s a step for
+    # each model). Quick (under 3 minutes, verification included): one training row at 64x64
+    # (about 1.7 s a step), three timed steps after the checked first one.
+    return (Sizes(batch, image, (256,), 2, 5, train_batch=1, train_image=128, train_reps=3) if full
+            else Sizes(batch, image, (64,), 2, 10, model_reps=3, train_batch=1, train_image=64, train_reps=3))
 
 
-#: Hidden `--tiny` (tests): every shape from a 16x16 input, one timed call, a one-CAB-per-group
-#: model (a cold first forward of the full deblur model costs ~10 s of oneDNN set-up here).
-TINY = Sizes(1, 16, (16,), 0, 1, {"num_cab": 1})
+#: A small model of the preset's architecture for tests: one CAB per group, 16 features (the
+#: per-op overhead of the full one makes even a 16x16 training step about a second here).
+TINY_MODEL = {"num_cab": 1, "n_feat": 16, "scale_unetfeats": 8, "scale_orsnetfeats": 8}
+
+#: Hidden `--tiny` (tests): every op shape from a 16x16 input, one timed call, the TINY_MODEL
+#: (a cold first forward of the full deblur model costs ~10 s of oneDNN set-up here).
+TINY = Sizes(1, 16, (16,), 0, 1, TINY_MODEL, train_batch=1, train_image=16, train_reps=1)
 
 
 @dataclass
@@ -287,11 +383,27 @@ class BenchConfig:
     def with_model(self) -> bool:
         return not self.ops or "model" in self.ops
 
+    def op_modes(self) -> List[str]:
+        """Op rows: forward+backward (what training runs), and with --full the forward alone."""
+        return ["forward+backward", "forward"] if self.full else ["forward+backward"]
+
+    def model_dtypes(self) -> List[torch.dtype]:
+        """Inference rows: float32, and with --full bf16 autocast too."""
+        return [torch.float32, torch.bfloat16] if self.full else [torch.float32]
+
+    def train_dtypes(self) -> List[torch.dtype]:
+        """Training-step rows: with --full float32 and bf16 autocast; quick, float32 on a CPU and
+        bf16 autocast on a GPU (how MPRNet trains there: in float32 a 16x3x256x256 step of
+        the reference needs about 80 GiB, more than an H100 has; it is reported, not failed)."""
+        if self.full:
+            return [torch.float32, torch.bfloat16]
+        return [torch.bfloat16] if self.device == "cuda" else [torch.float32]
+
 
 @dataclass
 class Row:
     kind: str                    # "op" or "model"
-    name: str                    # op name, or "mprnet_inference"
+    name: str                    # op name, "mprnet_inference" or "mprnet_training_step"
     preset: str
     shape: List[int]
     device: str
@@ -306,6 +418,11 @@ class Row:
     errors: Dict[str, float] = field(default_factory=dict)  # impl -> worst rel. error vs float64
     ok: bool = True
     note: str = ""
+    # Ops: "forward+backward" or "forward"; models: "inference" or "training step" (forward,
+    # MPRNetLoss, backward, Adam step).
+    mode: str = "forward+backward"
+    ours_compile_ms: Optional[float] = None  # models: torch.compile of the fast MPRNet
+    peak_mib: Dict[str, float] = field(default_factory=dict)  # models: impl -> peak_memory in MiB
 
     @property
     def speedup(self) -> Optional[float]:
@@ -374,12 +491,55 @@ def reference_float64(eager, inputs: Inputs):
     return _output_and_grads(eager, _float64_twin(inputs))
 
 
-def check_against_reference(fn, reference64, inputs: Inputs) -> float:
+def check_against_reference(fn, reference64, inputs: Inputs, mode: str = "forward+backward") -> float:
     """Worst relative error of fn's output and input gradients against `reference64`
-    (reference_float64's result)."""
+    (reference_float64's result); with mode "forward", of its output alone, computed without
+    autograd as a forward-only call runs."""
     ref_out, ref_grads = reference64
+    if mode == "forward":
+        with torch.no_grad():
+            return _rel_err(fn(*inputs.args).float(), ref_out)
     out, grads = _output_and_grads(fn, inputs)
     return max([_rel_err(out.float(), ref_out)] + [_rel_err(a.float(), b) for a, b in zip(grads, ref_grads)])
+
+
+def timed_call(fn, inputs: Inputs, mode: str = "forward+backward") -> Callable[[], object]:
+    """What a timing repeats: fn's forward and the gradients with respect to inputs.leaves, or
+    with mode "forward" the forward alone under no_grad (inference; a loss in evaluation)."""
+    if mode == "forward":
+        def forward():
+            with torch.no_grad():
+                return fn(*inputs.args)
+        return forward
+    return lambda: torch.autograd.grad(fn(*inputs.args), inputs.leaves, inputs.grad)
+
+
+@dataclass(frozen=True)
+class OpCase:
+    """One op shape to time: the preset whose model produces it, and its rank among that
+    preset's shapes (0 = the most traffic)."""
+    op: str
+    preset: str
+    shape: tuple
+    rank: int
+    calls: int
+
+
+def op_cases(op: str, presets: Sequence[str], batch: int, image: int, top: int) -> List[OpCase]:
+    """The `top` heaviest shapes `op` sees in one forward of each preset's model on a (batch, 3,
+    image, image) input (mprnet_kernels.shapes), in preset order, each distinct call once: the
+    losses see the same stage outputs under every preset, and deblur and derain share a loss
+    recipe, so a call another preset already made is left out."""
+    from .shapes import shapes_for
+
+    done, cases = set(), []
+    for preset in presets:
+        for rank, s in enumerate(shapes_for(op, preset, batch, image, image)[:top]):
+            key = (s.shape, repr(LOSS_RECIPES[preset]) if op == "mprnet_loss" else None)
+            if key not in done:
+                done.add(key)
+                cases.append(OpCase(op, preset, s.shape, rank, s.calls))
+    return cases
 
 
 def lazily_compiled(fn, **compile_options):
@@ -398,7 +558,7 @@ def lazily_compiled(fn, **compile_options):
 
 # ---------------------------------------------------------------------------------- runs
 def _op_rows(bench: OpBench, preset: str, shape, dtype, cfg: BenchConfig, sizes: Sizes, copy_bw,
-             compile_: bool = True) -> List[Row]:
+             compile_: bool = True, mode: str = "forward+backward") -> List[Row]:
     from .ops import _backend
 
     device = cfg.device
@@ -407,11 +567,11 @@ def _op_rows(bench: OpBench, preset: str, shape, dtype, cfg: BenchConfig, sizes:
     eager = bench.eager(preset)
     backends = ["cpu"] if device == "cpu" else (_backend.available_backends(bench.op) or ["none"])
     base = dict(kind="op", name=bench.op, preset=preset, shape=list(shape), device=device,
-                dtype=str(dtype).replace("torch.", ""))
-    bytes_moved = bench.passes * tensor_bytes(inputs.main)
+                dtype=str(dtype).replace("torch.", ""), mode=mode)
+    bytes_moved = bench.bytes_moved(inputs, mode)
 
     def step(fn):
-        return lambda: torch.autograd.grad(fn(*inputs.args), inputs.leaves, inputs.grad)
+        return timed_call(fn, inputs, mode)
 
     reference64 = reference_float64(eager, inputs)
     # The reference implementations, checked then timed once for every backend's row.
@@ -421,7 +581,7 @@ def _op_rows(bench: OpBench, preset: str, shape, dtype, cfg: BenchConfig, sizes:
         impls["compile"] = lazily_compiled(eager, **bench.compile_options)
     for name, fn in impls.items():
         try:
-            err = check_against_reference(fn, reference64, inputs)
+            err = check_against_reference(fn, reference64, inputs, mode)
         except Exception as e:  # a compile failure is reported, not fatal to the run
             failed.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
             continue
@@ -445,7 +605,7 @@ def _op_rows(bench: OpBench, preset: str, shape, dtype, cfg: BenchConfig, sizes:
             # verify's context manager: the backend for CUDA tensors, put back afterwards.
             ctx = _backend.using_cuda_backend(bench.op, backend) if backend in _backend.BACKENDS else contextlib.nullcontext()
             with ctx:
-                err = check_against_reference(ours, reference64, inputs)
+                err = check_against_reference(ours, reference64, inputs, mode)
                 row.errors["ours"] = err
                 if err < CHECK_TOLERANCE:
                     row.ours_ms = median_time(step(ours), device, sizes.warmup, sizes.reps) * 1e3
@@ -462,6 +622,10 @@ def _op_rows(bench: OpBench, preset: str, shape, dtype, cfg: BenchConfig, sizes:
 
 
 _models: Dict[tuple, tuple] = {}
+_compiled: Dict[tuple, object] = {}
+
+#: Adam's learning rate in the timed training steps (MPRNet's initial one).
+TRAIN_LR = 2e-4
 
 
 def _model_pair(preset: str, device: str, overrides: Optional[dict] = None):
@@ -472,6 +636,7 @@ def _model_pair(preset: str, device: str, overrides: Optional[dict] = None):
     key = (preset, device, tuple(sorted(overrides.items())))
     if key not in _models:
         _models.clear()  # one pair at a time: the deblur model is 20M parameters
+        _compiled.clear()
         torch.manual_seed(0)
         ref = reference.MPRNet.from_preset(preset, **overrides).to(device).eval()
         ours = MPRNet.from_preset(preset, **overrides).to(device).eval()
@@ -480,33 +645,133 @@ def _model_pair(preset: str, device: str, overrides: Optional[dict] = None):
     return _models[key]
 
 
+def _compiled_once(key: tuple, fn, **options):
+    if key not in _compiled:
+        _compiled[key] = torch.compile(fn, **options)
+    return _compiled[key]
+
+
+def model_impls(preset: str, device: str, overrides: Optional[dict] = None, compile_: bool = False) -> dict:
+    """The end-to-end implementations, {name: (model to call, module holding its weights, the
+    preset's training loss)}: "eager" (the reference model and reference.MPRNetLoss, the
+    yardstick, first), "compile" (torch.compile of both; the loss without inductor's layout
+    optimization, see _ops), "ours" (the fast MPRNet and the fused MPRNetLoss) and "ours_compile"
+    (torch.compile of the fast MPRNet; the fused loss is one op already). The two models share
+    their initial weights; the compiled ones wrap the same modules."""
+    from . import nn as fused
+    from . import reference
+
+    ref, ours = _model_pair(preset, device, overrides)
+    recipe = LOSS_RECIPES[preset]
+    impls = {"eager": (ref, ref, reference.MPRNetLoss(**recipe))}
+    if compile_:
+        key = (preset, device, tuple(sorted((overrides or {}).items())))
+        impls["compile"] = (_compiled_once(key + ("reference",), ref), ref,
+                            _compiled_once(key + ("reference_loss",), reference.MPRNetLoss(**recipe),
+                                           options={"layout_optimization": False}))
+    impls["ours"] = (ours, ours, fused.MPRNetLoss(**recipe))
+    if compile_:
+        impls["ours_compile"] = (_compiled_once(key + ("ours",), ours), ours, fused.MPRNetLoss(**recipe))
+    return impls
+
+
+def autocast(device, dtype: torch.dtype):
+    """bf16/fp16 autocast for a half dtype; a disabled autocast for float32."""
+    half = dtype != torch.float32
+    return torch.autocast(torch.device(device).type, dtype=dtype if half else torch.bfloat16, enabled=half)
+
+
+def model_tolerance(device, dtype: torch.dtype) -> float:
+    """Relative error an end-to-end result may show against the eager reference model. CUDA
+    float32 convolutions may run in TF32 (PyTorch's default for cuDNN)."""
+    return 1e-4 if torch.device(device).type == "cpu" and dtype == torch.float32 else 2e-2
+
+
+def training_step(model, weights: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype,
+                  lr: float = TRAIN_LR):
+    """One training step of `model` (whose parameters live in `weights`) with a fresh Adam:
+    (step, body, zero_grad) where step() = zero_grad() then body(), and body() = forward under
+    autocast(dtype), loss, backward, Adam step; both return the loss."""
+    optimizer = torch.optim.Adam(weights.parameters(), lr=lr)
+
+    def zero_grad():
+        optimizer.zero_grad(set_to_none=True)
+
+    def body():
+        with autocast(x.device, dtype):
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    def step():
+        zero_grad()
+        return body()
+
+    return step, body, zero_grad
+
+
+def flat_grads(module: torch.nn.Module) -> torch.Tensor:
+    """Every parameter's gradient in float32, flattened and joined in parameter-name order
+    (the same order for the reference and the fast model, which share their names)."""
+    named = sorted(module.named_parameters(remove_duplicate=False), key=lambda kv: kv[0])
+    return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).detach().float().reshape(-1)
+                      for _, p in named])
+
+
+def first_step_error(result, expected) -> float:
+    """Worst relative error of (loss, flat grads) of a first training step against the
+    reference's."""
+    return max(_rel_err(result[0], expected[0]), _rel_err(result[1], expected[1]))
+
+
+def _mib(nbytes: Optional[int]) -> Optional[float]:
+    return None if nbytes is None else round(nbytes / 2**20, 1)
+
+
+def _short(e: Exception) -> str:
+    text = str(e).splitlines()[0][:100] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _free_device_memory(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _model_row(preset: str, image: int, dtype, cfg: BenchConfig, sizes: Sizes) -> Row:
     device = cfg.device
-    ref, ours = _model_pair(preset, device, sizes.model_overrides)
+    impls = model_impls(preset, device, sizes.model_overrides, cfg.compile_model)
     x = torch.rand(1, 3, image, image, device=device, generator=torch.Generator(device=device).manual_seed(0))
     half = dtype != torch.float32
     row = Row(kind="model", name="mprnet_inference", preset=preset, shape=list(x.shape), device=device,
-              dtype=("autocast " if half else "") + str(dtype).replace("torch.", ""), backend="-")
-    autocast = torch.autocast(device, dtype=dtype if half else torch.bfloat16, enabled=half)
-    # CUDA float32 convolutions may run in TF32 (PyTorch's default for cuDNN).
-    tolerance = 1e-4 if device == "cpu" and not half else 2e-2
+              dtype=("autocast " if half else "") + str(dtype).replace("torch.", ""), backend="-", mode="inference")
+    tolerance = model_tolerance(device, dtype)
+    reps = sizes.model_reps or sizes.reps
     notes = []
-    with torch.no_grad(), autocast:
-        expected = ref(x)[0].float()
-        impls = {"ours": ours, "eager": ref}
-        if cfg.compile_model:
-            impls["compile"] = lazily_compiled(ref)
-        for name, model in impls.items():
+    expected = None
+    with torch.no_grad(), autocast(device, dtype):
+        for name, (model, weights, _) in impls.items():
+            weights.eval()
             try:
-                # The eager reference is the yardstick itself (error 0 by definition).
-                err = 0.0 if name == "eager" else _rel_err(model(x)[0].float(), expected)
-            except Exception as e:
-                notes.append(f"{name}: {type(e).__name__}")
+                out = model(x)[0].float()
+            except Exception as e:  # a compile failure or an out-of-memory is a note
+                notes.append(f"{name}: {_short(e)}")
+                _free_device_memory(device)
                 continue
+            if name == "eager":
+                expected, err = out, 0.0  # the yardstick itself
+            elif expected is None:
+                notes.append(f"{name} not timed: no reference output to check it against")
+                continue
+            else:
+                err = _rel_err(out, expected)
             row.errors[name] = err
             if err < tolerance:
-                reps = sizes.model_reps or sizes.reps
                 setattr(row, f"{name}_ms", median_time(lambda: model(x), device, max(sizes.warmup - 1, 0), reps) * 1e3)
+                peak = _mib(peak_memory(lambda: model(x), device))
+                if peak is not None:
+                    row.peak_mib[name] = peak
             else:
                 notes.append(f"{name} {err:.1e} off the reference")
     row.ok = all(e < tolerance for e in row.errors.values())
@@ -514,10 +779,68 @@ def _model_row(preset: str, image: int, dtype, cfg: BenchConfig, sizes: Sizes) -
     return row
 
 
+def _train_row(preset: str, batch: int, image: int, dtype, cfg: BenchConfig, sizes: Sizes) -> Row:
+    """A training step (forward, MPRNetLoss, backward, Adam step) of each implementation. Each
+    starts from the same weights with a fresh Adam; its first step's loss and gradients are
+    checked against the eager reference's first step before any step is timed."""
+    device = cfg.device
+    impls = model_impls(preset, device, sizes.model_overrides, cfg.compile_model)
+    ref, ours = _model_pair(preset, device, sizes.model_overrides)
+    initial = {k: v.detach().clone() for k, v in ref.state_dict().items()}
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.rand(batch, 3, image, image, device=device, generator=g)
+    y = torch.rand(batch, 3, image, image, device=device, generator=g)
+    half = dtype != torch.float32
+    row = Row(kind="model", name="mprnet_training_step", preset=preset, shape=list(x.shape), device=device,
+              dtype=("autocast " if half else "") + str(dtype).replace("torch.", ""), backend="-",
+              mode="training step")
+    tolerance = model_tolerance(device, dtype)
+    notes = []
+    expected = None
+    try:
+        for name, (model, weights, loss_fn) in impls.items():
+            weights.load_state_dict(initial)
+            weights.train()
+            step, body, zero_grad = training_step(model, weights, loss_fn, x, y, dtype)
+            try:
+                result = (step().detach().float(), flat_grads(weights))  # the first step
+            except Exception as e:  # a compile failure or an out-of-memory is a note
+                notes.append(f"{name}: {_short(e)}")
+                weights.zero_grad(set_to_none=True)
+                del step, body, zero_grad
+                _free_device_memory(device)
+                continue
+            if name == "eager":
+                expected, err = result, 0.0
+            elif expected is None:
+                notes.append(f"{name} not timed: no reference step to check it against")
+                continue
+            else:
+                err = first_step_error(result, expected)
+            del result
+            row.errors[name] = err
+            if err < tolerance:
+                setattr(row, f"{name}_ms", median_time(step, device, sizes.train_warmup, sizes.train_reps) * 1e3)
+                peak = _mib(peak_memory(body, device, before=zero_grad))
+                if peak is not None:
+                    row.peak_mib[name] = peak
+            else:
+                notes.append(f"{name} {err:.1e} off the reference's first step (loss and gradients)")
+            zero_grad()
+            del step, body, zero_grad  # and the optimizer with them
+    finally:
+        for m in (ref, ours):
+            m.load_state_dict(initial)
+            m.zero_grad(set_to_none=True)
+            m.eval()
+        _free_device_memory(device)
+    row.ok = all(e < tolerance for e in row.errors.values())
+    row.note = "; ".join(notes)
+    return row
+
+
 def plan(cfg: BenchConfig) -> List[tuple]:
     """The cases `run` times, as (label, thunk) pairs; a thunk returns a list of Rows."""
-    from .shapes import shapes_for
-
     sizes = cfg.resolved_sizes()
     cases = []
     copy_bw = {}
@@ -527,30 +850,32 @@ def plan(cfg: BenchConfig) -> List[tuple]:
             copy_bw["bw"] = copy_bandwidth(cfg.device)
         return copy_bw["bw"]
 
-    done = set()
-    for preset in cfg.selected_presets():
+    # Quick: the shape carrying most of each op's traffic; full: the three heaviest. A call
+    # another preset already makes runs once (op_cases).
+    presets = cfg.selected_presets()
+    found = {op: op_cases(op, presets, sizes.batch, sizes.image, 3 if cfg.full else 1) for op in cfg.selected_ops()}
+    for preset in presets:
         for op in cfg.selected_ops():
-            found = shapes_for(op, preset, sizes.batch, sizes.image, sizes.image)
-            # Quick: the shape carrying most of the op's traffic; full: the three heaviest.
-            for rank, s in enumerate(found[: 3 if cfg.full else 1]):
+            for case in [c for c in found[op] if c.preset == preset]:
                 for dtype in cfg.dtypes():
-                    # The same call under another preset (the losses' stage outputs are the
-                    # same for all three; deblur and derain share a loss recipe) runs once.
-                    key = (op, s.shape, dtype, repr(LOSS_RECIPES[preset]) if op == "mprnet_loss" else None)
-                    if key in done:
-                        continue
-                    done.add(key)
-                    label = f"{op} {preset} {'x'.join(map(str, s.shape))} {str(dtype)[6:]}"
-                    # Compiling is per shape and dtype: only the heaviest shape is compiled.
-                    cases.append((label, lambda op=op, preset=preset, s=s, dtype=dtype, rank=rank: _op_rows(
-                        OP_BENCHES[op], preset, s.shape, dtype, cfg, sizes, bw(), compile_=rank == 0)))
+                    for mode in cfg.op_modes():
+                        label = (f"{op}{' fwd' if mode == 'forward' else ''} {preset} "
+                                 f"{'x'.join(map(str, case.shape))} {str(dtype)[6:]}")
+                        # Compiling is per shape and dtype: only the heaviest shape is compiled.
+                        cases.append((label, lambda op=op, preset=preset, case=case, dtype=dtype, mode=mode: _op_rows(
+                            OP_BENCHES[op], preset, case.shape, dtype, cfg, sizes, bw(), compile_=case.rank == 0,
+                            mode=mode)))
         if cfg.with_model():
-            model_dtypes = [torch.float32] + ([torch.bfloat16] if cfg.full and cfg.device == "cuda" else [])
             for image in sizes.model_images:
-                for dtype in model_dtypes:
+                for dtype in cfg.model_dtypes():
                     label = f"MPRNet {preset} {image}x{image} {str(dtype)[6:]}"
                     cases.append((label, lambda preset=preset, image=image, dtype=dtype: [
                         _model_row(preset, image, dtype, cfg, sizes)]))
+            for dtype in cfg.train_dtypes():
+                b, i = sizes.train_batch, sizes.train_image
+                label = f"MPRNet training step {preset} {b}x3x{i}x{i} {str(dtype)[6:]}"
+                cases.append((label, lambda preset=preset, dtype=dtype: [
+                    _train_row(preset, sizes.train_batch, sizes.train_image, dtype, cfg, sizes)]))
     return cases
 
 
@@ -566,6 +891,7 @@ def run(cfg: BenchConfig) -> List[Row]:
     finally:
         progress.close()
         _models.clear()
+        _compiled.clear()
     return rows
 
 
@@ -574,20 +900,42 @@ def _ms(v: Optional[float]) -> str:
     return "-" if v is None else (f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}")
 
 
+#: Implementations in the order tables and plots show them.
+IMPLS = ("ours", "eager", "compile", "ours_compile")
+
+
+def display_name(r: Row) -> str:
+    if r.kind == "model":
+        return "MPRNet inference" if r.name == "mprnet_inference" else "MPRNet training step"
+    return r.name + (" (fwd)" if r.mode == "forward" else "")
+
+
 def format_table(rows: Sequence[Row]) -> str:
-    header = ("op / model", "preset", "shape", "device", "dtype", "backend", "ours ms", "eager ms",
-              "compile ms", "speedup", "GB/s", "% copy", "")
+    """The table `mprnet-kernels bench` prints. The ours+compile and peak-memory columns appear
+    when some row has them (model rows)."""
+    with_oc = any(r.ours_compile_ms is not None for r in rows)
+    peak_impls = [i for i in IMPLS if any(i in r.peak_mib for r in rows)]
+    header = ["op / model", "preset", "shape", "device", "dtype", "backend", "ours ms", "eager ms",
+              "compile ms"] + (["ours+compile ms"] if with_oc else []) + ["speedup", "GB/s", "% copy"]
+    if peak_impls:
+        header.append("peak MiB " + "/".join(i.replace("ours_compile", "ours+compile") for i in peak_impls))
+    right = set(range(6, len(header)))
+    header.append("")
     lines = []
     for r in rows:
-        name = r.name if r.kind == "op" else "MPRNet inference"
-        lines.append((name, r.preset, "x".join(map(str, r.shape)), r.device, r.dtype, r.backend,
-                      _ms(r.ours_ms), _ms(r.eager_ms), _ms(r.compile_ms),
-                      "-" if r.speedup is None else f"{r.speedup:.2f}x",
-                      "-" if r.gb_per_s is None else f"{r.gb_per_s:.1f}",
-                      "-" if r.pct_of_copy is None else f"{r.pct_of_copy:.0f}%",
-                      ("ok" if r.ok else "FAIL") + (f" ({r.note})" if r.note else "")))
+        cells = [display_name(r), r.preset, "x".join(map(str, r.shape)), r.device, r.dtype, r.backend,
+                 _ms(r.ours_ms), _ms(r.eager_ms), _ms(r.compile_ms)]
+        if with_oc:
+            cells.append(_ms(r.ours_compile_ms))
+        cells += ["-" if r.speedup is None else f"{r.speedup:.2f}x",
+                  "-" if r.gb_per_s is None else f"{r.gb_per_s:.1f}",
+                  "-" if r.pct_of_copy is None else f"{r.pct_of_copy:.0f}%"]
+        if peak_impls:
+            cells.append("-" if not r.peak_mib else "/".join(
+                "-" if r.peak_mib.get(i) is None else f"{r.peak_mib[i]:.0f}" for i in peak_impls))
+        cells.append(("ok" if r.ok else "FAIL") + (f" ({r.note})" if r.note else ""))
+        lines.append(cells)
     widths = [max(len(str(x[i])) for x in [header] + lines) for i in range(len(header) - 1)]
-    right = {6, 7, 8, 9, 10, 11}
 
     def fmt(cells):
         out = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
@@ -641,11 +989,17 @@ def results_dict(cfg: BenchConfig, rows: Sequence[Row], verify_results: Sequence
     return {
         **environment(cfg.device),
         "copy_gb_per_s": round(copy_bandwidth(cfg.device) / 1e9, 2) if any(r.kind == "op" for r in rows) else None,
+        "memory_measure": MEMORY_MEASURE.get(torch.device(cfg.device).type),
         "config": {"full": cfg.full, "compile": cfg.compile, "presets": cfg.selected_presets(),
                    "ops": cfg.selected_ops() + (["model"] if cfg.with_model() else []),
                    "sizes": {"batch": sizes.batch, "image": sizes.image, "model_images": list(sizes.model_images),
                              "warmup": sizes.warmup, "reps": sizes.reps,
-                             "model_reps": sizes.model_reps, "model_overrides": sizes.model_overrides}},
+                             "model_reps": sizes.model_reps, "model_overrides": sizes.model_overrides,
+                             "train_batch": sizes.train_batch, "train_image": sizes.train_image,
+                             "train_warmup": sizes.train_warmup, "train_reps": sizes.train_reps},
+                   "op_modes": cfg.op_modes(), "model_dtypes": [str(d)[6:] for d in cfg.model_dtypes()],
+                   "train_dtypes": [str(d)[6:] for d in cfg.train_dtypes()],
+                   "compile_model": cfg.compile_model, "train_lr": TRAIN_LR},
         "verify": [{"op": v.op, "device": v.device, "backend": v.backend, "dtype": str(v.dtype).replace("torch.", ""),
                     "forward": v.forward, "backward": v.backward, "tolerance": v.tolerance, "ok": v.ok}
                    for v in verify_results],
@@ -664,59 +1018,102 @@ def matplotlib_missing() -> Optional[str]:
     return None
 
 
-def write_plots(rows: Sequence[Row], directory) -> List[Path]:
-    """PNG plots into `directory`: op times (ours/eager/compile) and achieved GB/s per op and
-    shape, and the model bars. Needs matplotlib (see matplotlib_missing)."""
+def write_plots(rows: Sequence[Row], directory, copy_gb_per_s: Optional[float] = None) -> List[Path]:
+    """PNG plots into `directory`, returning their paths. ops_time.png: median time of ours,
+    eager and compile per op (one panel each) and case (shape, dtype, pass, backend);
+    ops_bandwidth.png: ours' achieved GB/s per op and case against the copy bandwidth (measured
+    here unless `copy_gb_per_s` is given); model_inference.png and model_training.png: time and
+    peak memory of each implementation per preset, shape and dtype. Plots without rows are not
+    written. Needs matplotlib (see matplotlib_missing)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: List[Path] = []
+    colors = {"ours": "tab:green", "eager": "tab:blue", "compile": "tab:orange", "ours_compile": "tab:olive"}
 
-    def label(r):
-        return f"{r.name}\n{r.preset} {'x'.join(map(str, r.shape))}\n{r.dtype} {r.backend}"
+    def case_label(r: Row) -> str:
+        pass_ = {"forward": "fwd", "forward+backward": "fwd+bwd"}.get(r.mode, "")
+        backend = "" if r.backend in ("-", "cpu") else f" {r.backend}"
+        return f"{r.preset} {'x'.join(map(str, r.shape))}\n{r.dtype} {pass_}{backend}".strip()
 
-    def bars(selected, fname, title):
-        if not selected:
-            return
-        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(selected)), 4.5))
-        width = 0.27
-        for k, impl in enumerate(("ours", "eager", "compile")):
-            values = [getattr(r, f"{impl}_ms") or 0 for r in selected]
-            ax.bar([i + (k - 1) * width for i in range(len(selected))], values, width, label=impl)
-        ax.set_xticks(range(len(selected)))
-        ax.set_xticklabels([label(r) for r in selected], fontsize=7)
-        ax.set_ylabel("median time (ms)")
-        ax.set_yscale("log")
-        ax.set_title(title)
-        ax.legend()
+    def save(fig, name: str) -> None:
         fig.tight_layout()
-        path = directory / fname
-        fig.savefig(path, dpi=120)
+        path = directory / name
+        fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
+
+    def grouped_bars(ax, selected, values_of, impls, ylabel, log=False):
+        present = [i for i in impls if any(values_of(r, i) for r in selected)]
+        width = 0.8 / max(len(present), 1)
+        values = [v for r in selected for i in present for v in [values_of(r, i)] if v]
+        if log and values:
+            # Log bars start below the smallest value, so that their heights compare.
+            ax.set_yscale("log")
+            ax.set_ylim(min(values) / 4, max(values) * 2)
+        for k, impl in enumerate(present):
+            xs = [i + (k - (len(present) - 1) / 2) * width for i in range(len(selected))]
+            bars = ax.bar(xs, [values_of(r, impl) or 0 for r in selected], width, label=impl.replace("_", "+"),
+                          color=colors.get(impl))
+            ax.bar_label(bars, labels=[_ms(values_of(r, impl)) if values_of(r, impl) else "" for r in selected],
+                         fontsize=6)
+        ax.set_xticks(range(len(selected)))
+        ax.set_xticklabels([case_label(r) for r in selected], fontsize=7)
+        ax.set_ylabel(ylabel)
+        if present:
+            ax.legend(fontsize=7)
 
     ops = [r for r in rows if r.kind == "op"]
-    models = [r for r in rows if r.kind == "model"]
     device = rows[0].device if rows else "cpu"
-    bars(ops, "ops_time.png", f"forward+backward per op ({device})")
-    bars(models, "model_inference.png", f"MPRNet inference ({device})")
-    with_bw = [r for r in ops if r.gb_per_s is not None]
-    if with_bw:
-        fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(with_bw)), 4.5))
-        ax.bar(range(len(with_bw)), [r.gb_per_s for r in with_bw])
-        copy = copy_bandwidth(device) / 1e9
-        ax.axhline(copy, color="k", linestyle="--", label=f"copy {copy:.0f} GB/s")
-        ax.set_xticks(range(len(with_bw)))
-        ax.set_xticklabels([label(r) for r in with_bw], fontsize=7)
-        ax.set_ylabel("achieved GB/s (OPS.md bytes / median time)")
-        ax.set_title(f"roofline: fused ops vs copy bandwidth ({device})")
-        ax.legend()
-        fig.tight_layout()
-        path = directory / "ops_bandwidth.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+    names = list(dict.fromkeys(r.name for r in ops))
+
+    def per_op_figure(selected_of, fname, draw):
+        panels = [(n, selected_of(n)) for n in names]
+        panels = [(n, sel) for n, sel in panels if sel]
+        if not panels:
+            return
+        width = max(6.0, 1.1 * max(len(sel) for _, sel in panels))
+        fig, axes = plt.subplots(len(panels), 1, figsize=(width, 3.2 * len(panels)), squeeze=False)
+        for ax, (name, sel) in zip(axes[:, 0], panels):
+            draw(ax, name, sel)
+        save(fig, fname)
+
+    def draw_time(ax, name, sel):
+        grouped_bars(ax, sel, lambda r, i: getattr(r, f"{i}_ms"), ("ours", "eager", "compile"), "median ms", log=True)
+        ax.set_title(f"{name}: time per call ({device})", fontsize=9)
+
+    copy = copy_gb_per_s if copy_gb_per_s is not None else (
+        copy_bandwidth(device) / 1e9 if any(r.gb_per_s is not None for r in ops) else None)
+
+    def draw_bandwidth(ax, name, sel):
+        ax.bar(range(len(sel)), [r.gb_per_s for r in sel], color=colors["ours"], label="ours")
+        ax.axhline(copy, color="k", linestyle="--", label=f"copy {copy:.1f} GB/s")
+        ax.set_xticks(range(len(sel)))
+        ax.set_xticklabels([case_label(r) for r in sel], fontsize=7)
+        ax.set_ylabel("GB/s (OPS.md bytes / time)")
+        ax.set_title(f"{name}: achieved bandwidth vs copy ({device})", fontsize=9)
+        ax.legend(fontsize=7)
+
+    per_op_figure(lambda n: [r for r in ops if r.name == n], "ops_time.png", draw_time)
+    per_op_figure(lambda n: [r for r in ops if r.name == n and r.gb_per_s is not None], "ops_bandwidth.png",
+                  draw_bandwidth)
+
+    for name, fname, title in (("mprnet_inference", "model_inference.png", "MPRNet inference"),
+                               ("mprnet_training_step", "model_training.png",
+                                "MPRNet training step (forward, MPRNetLoss, backward, Adam)")):
+        selected = [r for r in rows if r.kind == "model" and r.name == name]
+        if not selected:
+            continue
+        has_memory = any(r.peak_mib for r in selected)
+        fig, axes = plt.subplots(2 if has_memory else 1, 1, squeeze=False,
+                                 figsize=(max(6.0, 2.2 * len(selected)), 7 if has_memory else 3.8))
+        grouped_bars(axes[0, 0], selected, lambda r, i: getattr(r, f"{i}_ms"), IMPLS, "median ms")
+        axes[0, 0].set_title(f"{title} ({device}): time", fontsize=9)
+        if has_memory:
+            grouped_bars(axes[1, 0], selected, lambda r, i: r.peak_mib.get(i), IMPLS, "peak MiB in the call")
+            axes[1, 0].set_title(f"{title.split(' (')[0]} ({device}): peak memory", fontsize=9)
+        save(fig, fname)
     return written

@@ -109,8 +109,10 @@ def _cmd_bench(args) -> int:
     print(f"{env['device_name']} ({device}, {env['threads']} threads), torch {torch.__version__}, "
           f"commit {(env['commit'] or 'unknown')[:12]}{' (dirty)' if env['dirty'] else ''}")
     if any(r.kind == "op" for r in rows):
-        print(f"copy bandwidth {benchmark.copy_bandwidth(device) / 1e9:.1f} GB/s; op rows: forward+backward, "
-              f"GB/s = OPS.md bytes / median time of ours")
+        print(f"copy bandwidth {benchmark.copy_bandwidth(device) / 1e9:.1f} GB/s; op rows: forward+backward "
+              f"unless marked (fwd), GB/s = OPS.md bytes / median time of ours")
+    if any(r.peak_mib for r in rows):
+        print(f"peak MiB: {benchmark.MEMORY_MEASURE[device]}")
     print(benchmark.format_table(rows))
     wrong = [r for r in rows if not r.ok]
     print(f"{len(rows)} rows in {seconds:.0f} s; "
@@ -122,7 +124,8 @@ def _cmd_bench(args) -> int:
         path.write_text(json.dumps(benchmark.results_dict(cfg, rows, verify_results, seconds), indent=2))
         print(f"wrote {path}")
     if args.plot:
-        for p in benchmark.write_plots(rows, args.plot):
+        copy = benchmark.copy_bandwidth(device) / 1e9 if any(r.kind == "op" for r in rows) else None
+        for p in benchmark.write_plots(rows, args.plot, copy_gb_per_s=copy):
             print(f"wrote {p}")
     return 1 if bad or wrong else 0
 
@@ -164,23 +167,29 @@ def main(argv=None) -> int:
         "bench", help="verify, then time every op and the model against the reference",
         description="Verifies every op and backend against the float64 reference, then times each fused op's "
                     "forward+backward (ours vs the eager reference vs torch.compile of it) at the shapes MPRNet "
-                    "produces (derived from the model), and the fast model vs the reference at inference. Prints "
-                    "a table with speedups and, for the memory-bound ops, GB/s against the copy bandwidth measured "
-                    "in the same run. Exits 1 if any check or timed output is off the reference.")
+                    "produces (derived from the model), and the fast model vs the reference end to end: inference "
+                    "and a training step (forward, MPRNetLoss, backward, Adam step; its first step's loss and "
+                    "gradients checked against the reference's), with peak memory beside each time. Prints a table "
+                    "with speedups and, for the memory-bound ops, GB/s against the copy bandwidth measured in the "
+                    "same run. Exits 1 if any check or timed output is off the reference.")
     bench.add_argument("--full", action="store_true",
-                       help="more shapes (the 3 heaviest per op), dtypes (CPU: float32, bfloat16; GPU: also "
-                            "float16), all presets, bigger inputs; a quick run is one shape per op in float32")
+                       help="the whole suite: more shapes (the 3 heaviest per op), each op's forward alone too, "
+                            "dtypes (CPU: float32, bfloat16; GPU: also float16; end to end: float32 and bf16 "
+                            "autocast), all presets, bigger inputs (training step: 1x3x128x128 on CPU, "
+                            "16x3x256x256 on GPU); a quick run is one shape per op in float32, inference and one "
+                            "training row (CPU: 1x3x64x64 float32, 3 timed steps; GPU: 16x3x256x256 bf16 "
+                            "autocast)")
     compile_group = bench.add_mutually_exclusive_group()
     compile_group.add_argument("--compile", dest="compile", action="store_true", default=None,
                                help="also time torch.compile of the reference (the default on GPU; off on CPU "
                                     "because compiling is slow there: minutes for a quick run); with --full, at "
-                                    "each op's heaviest shape, and the whole reference model when given "
-                                    "explicitly (minutes per model)")
+                                    "each op's heaviest shape, and, when given explicitly, the whole reference "
+                                    "model and the fast one (minutes per model)")
     compile_group.add_argument("--no-compile", dest="compile", action="store_false",
                                help="leave torch.compile out (the compile column shows -)")
     bench.add_argument("--ops", metavar="LIST", default="",
                        help="comma list of ops to run (sam_gate,ca_tail,charbonnier_loss,edge_loss,mprnet_loss) "
-                            "and/or 'model'; default all")
+                            "and/or 'model' (inference and a training step end to end); default all")
     bench.add_argument("--presets", metavar="LIST", default="",
                        help="comma list of presets (deblur,derain,denoise); default deblur, all with --full")
     bench.add_argument("--json", metavar="PATH", help="write the results (device, versions, commit, threads, "

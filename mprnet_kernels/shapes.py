@@ -14,8 +14,8 @@ each fused op sees, with how many times per forward:
 The fast model is the one hooked because its shapes are the ones the fused ops are called
 with: it batches the four stage-1 patches as 4N and the two stage-2 halves as 2N, where the
 reference runs them one at a time (the same elements in all: batching changes shapes, not work).
-`mprnet-kernels bench` takes its shapes from here; the pytest-benchmark suite in bench/ still
-types its own and should move to `shapes_for` too.
+`mprnet-kernels bench` and the pytest-benchmark suite in bench/ take their shapes from here
+(through `mprnet_kernels.benchmark.op_cases`), at the model inputs in `BENCH_INPUTS`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,19 @@ import torch
 
 from .reference import PRESETS
 
-__all__ = ["OPS", "OpShape", "model_shapes", "representative_shape", "shapes_for"]
+__all__ = ["BENCH_INPUTS", "OPS", "OpShape", "model_shapes", "representative_shape", "shapes_for"]
 
 #: The fused ops, in the order tables list them.
 OPS = ("sam_gate", "ca_tail", "charbonnier_loss", "edge_loss", "mprnet_loss")
+
+#: The model inputs (batch, image side) whose op shapes the benchmarks time, by device and run:
+#: "full" for `mprnet-kernels bench --full` and the pytest-benchmark suite (on a GPU, the
+#: training batch of 16 patches of 256x256; on a CPU 4 of them), "quick" for a plain
+#: `mprnet-kernels bench`.
+BENCH_INPUTS = {
+    "cuda": {"full": (16, 256), "quick": (4, 256)},
+    "cpu": {"full": (4, 256), "quick": (1, 256)},
+}
 
 Shape = Tuple[int, int, int, int]
 

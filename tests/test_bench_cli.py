@@ -1,37 +1,76 @@
 """`mprnet-kernels bench` on tiny shapes (the hidden --tiny option: 16x16 inputs, one timed
-call, a one-CAB model): the table, the JSON, the filters, and that a wrong op fails the run."""
+call, a one-CAB model): the table, the JSON, the plots, the filters, the training-step and
+peak-memory columns, and that a wrong op or model fails the run."""
 
 import json
+import sys
 
 import pytest
 import torch
 
-from mprnet_kernels import benchmark, cli, shapes, verify
+from mprnet_kernels import benchmark, cli, reference, shapes, verify
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _bench(*args):
     return cli.main(["bench", "--tiny", "--no-progress", *args])
 
 
-def test_bench_writes_table_and_json(tmp_path, capsys):
+def assert_png(path):
+    from PIL import Image
+
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE), path
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and min(image.size) > 100
+
+
+def test_bench_writes_table_json_and_plots(tmp_path, capsys):
     path = tmp_path / "out" / "bench.json"
-    assert _bench("--json", str(path)) == 0
+    plots = tmp_path / "plots"
+    assert _bench("--json", str(path), "--plot", str(plots)) == 0
     out = capsys.readouterr().out
     assert "verify:" in out and "all outputs match the reference" in out
-    for name in shapes.OPS + ("MPRNet inference",):
+    for name in shapes.OPS + ("MPRNet inference", "MPRNet training step", "peak MiB ours/eager"):
         assert name in out
     data = json.loads(path.read_text())
     assert data["device"] in ("cpu", "cuda") and data["threads"] >= 1
     assert data["versions"]["torch"] == torch.__version__
-    assert "commit" in data and data["copy_gb_per_s"] > 0
+    assert "commit" in data and "dirty" in data and data["copy_gb_per_s"] > 0
+    assert data["memory_measure"] == benchmark.MEMORY_MEASURE[data["device"]]
+    sizes = data["config"]["sizes"]
+    assert (sizes["train_batch"], sizes["train_image"], sizes["train_reps"]) == (1, 16, 1)
     assert data["verify"] and all(v["ok"] for v in data["verify"])
     names = [r["name"] for r in data["rows"]]
-    assert set(shapes.OPS) <= set(names) and "mprnet_inference" in names
+    assert set(shapes.OPS) <= set(names) and {"mprnet_inference", "mprnet_training_step"} <= set(names)
     for row in data["rows"]:
         assert row["ok"] and row["ours_ms"] > 0 and row["eager_ms"] > 0 and row["compile_ms"] is None
         assert row["speedup"] == pytest.approx(row["eager_ms"] / row["ours_ms"])
+        assert row["ours_compile_ms"] is None
         if row["kind"] == "op":
+            assert row["mode"] == "forward+backward" and row["peak_mib"] == {}
             assert row["gb_per_s"] > 0 and row["pct_of_copy"] > 0 and row["bytes_moved"] > 0
+        else:
+            assert set(row["peak_mib"]) == {"ours", "eager"} and set(row["errors"]) == {"ours", "eager"}
+    # A training step allocates every gradient inside the step: its peak is at least the weights.
+    with torch.device("meta"):
+        model = reference.MPRNet.from_preset("deblur", **sizes["model_overrides"])
+    weights_mib = sum(p.numel() * 4 for p in model.parameters()) / 2**20
+    train = next(r for r in data["rows"] if r["name"] == "mprnet_training_step")
+    infer = next(r for r in data["rows"] if r["name"] == "mprnet_inference")
+    assert train["mode"] == "training step" and train["shape"] == [1, 3, 16, 16]
+    for impl in ("ours", "eager"):
+        assert train["peak_mib"][impl] >= weights_mib
+        assert 0 < infer["peak_mib"][impl] < train["peak_mib"][impl]
+    # The plots: every one written, each a valid PNG.
+    written = {p.name for p in plots.iterdir()}
+    assert written == {"ops_time.png", "ops_bandwidth.png", "model_inference.png", "model_training.png"}
+    for name in written:
+        assert_png(plots / name)
+        assert f"wrote {plots / name}" in out
 
 
 def test_ops_filter(tmp_path, capsys):
@@ -75,17 +114,119 @@ def test_fails_when_a_timed_output_is_wrong(monkeypatch, capsys):
     assert "FAIL (ours" in out and "off float64" in out and "timed output(s) off the reference" in out
 
 
-def test_plot(tmp_path, capsys):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        assert _bench("--ops", "sam_gate", "--plot", str(tmp_path)) == 2
-        err = capsys.readouterr().err
-        assert "pip install matplotlib" in err and "bench" in err
-        assert not list(tmp_path.iterdir())  # fails before timing anything
-    else:
-        assert _bench("--ops", "sam_gate", "--plot", str(tmp_path)) == 0
-        assert {p.name for p in tmp_path.glob("*.png")} >= {"ops_time.png", "ops_bandwidth.png"}
+def test_plot_without_matplotlib_fails_before_timing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    assert _bench("--ops", "sam_gate", "--plot", str(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "pip install matplotlib" in err and "bench" in err
+    assert not list(tmp_path.iterdir())
+
+
+def _row(**kw):
+    base = dict(kind="op", name="sam_gate", preset="deblur", shape=[1, 96, 64, 64], device="cpu", dtype="float32",
+                backend="cpu", ours_ms=1.0, eager_ms=3.0, compile_ms=2.0, gb_per_s=10.0, pct_of_copy=50.0)
+    base.update(kw)
+    return benchmark.Row(**base)
+
+
+def test_write_plots(tmp_path):
+    rows = [_row(), _row(mode="forward", ours_ms=0.5, gb_per_s=8.0),
+            _row(name="ca_tail", shape=[1, 128, 64, 64], dtype="bfloat16", compile_ms=None),
+            _row(name="edge_loss", shape=[1, 3, 64, 64], gb_per_s=None, pct_of_copy=None),
+            _row(kind="model", name="mprnet_inference", backend="-", mode="inference", gb_per_s=None,
+                 pct_of_copy=None, ours_compile_ms=0.8, peak_mib={"ours": 10.0, "eager": 20.0, "ours_compile": 9.0}),
+            _row(kind="model", name="mprnet_training_step", backend="-", mode="training step", gb_per_s=None,
+                 pct_of_copy=None, peak_mib={"ours": 100.0, "eager": 150.0})]
+    written = benchmark.write_plots(rows, tmp_path / "new", copy_gb_per_s=20.0)
+    assert {p.name for p in written} == {"ops_time.png", "ops_bandwidth.png", "model_inference.png",
+                                         "model_training.png"}
+    for p in written:
+        assert p.parent == tmp_path / "new"
+        assert_png(p)
+    # Only the plots that have rows.
+    only_ops = benchmark.write_plots(rows[:2], tmp_path / "ops", copy_gb_per_s=20.0)
+    assert {p.name for p in only_ops} == {"ops_time.png", "ops_bandwidth.png"}
+    assert benchmark.write_plots([], tmp_path / "none") == []
+
+
+def test_table_shows_modes_and_memory():
+    rows = [_row(), _row(mode="forward"),
+            _row(kind="model", name="mprnet_training_step", backend="-", mode="training step", gb_per_s=None,
+                 pct_of_copy=None, peak_mib={"ours": 100.0, "eager": 150.5})]
+    table = benchmark.format_table(rows)
+    assert "sam_gate (fwd)" in table and "MPRNet training step" in table
+    assert "peak MiB ours/eager" in table and "100/150" in table
+    assert "ours+compile" not in table  # no row has it
+    assert "ours+compile ms" in benchmark.format_table(rows + [_row(ours_compile_ms=1.0)])
+
+
+def test_peak_memory_counts_what_a_call_allocates():
+    def allocations():
+        a = torch.empty(2**20, dtype=torch.uint8)
+        b = torch.empty(2 * 2**20, dtype=torch.uint8)
+        del a
+        c = torch.empty(2**20, dtype=torch.uint8)  # reuses a's MiB: the peak stays 3 MiB
+        return b, c
+
+    assert benchmark.peak_memory(allocations, "cpu") == 3 * 2**20
+    kept = []
+    # `before` runs outside the measurement.
+    assert benchmark.peak_memory(lambda: kept.append(torch.empty(2**20, dtype=torch.uint8)), "cpu",
+                                 before=lambda: kept.append(torch.empty(5 * 2**20, dtype=torch.uint8))) == 2**20
+
+
+def test_fails_when_a_training_step_is_wrong(monkeypatch, capsys):
+    real = benchmark.model_impls
+
+    def wrong_ours(*args, **kwargs):
+        impls = real(*args, **kwargs)
+        model, weights, loss = impls["ours"]
+        impls["ours"] = (model, weights, lambda outs, y: 1.01 * loss(outs, y))  # gradients 1% off
+        return impls
+
+    monkeypatch.setattr(benchmark, "model_impls", wrong_ours)
+    assert _bench("--ops", "model") == 1
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("MPRNet")]
+    assert "ok" in lines[0] and "FAIL" not in lines[0]          # inference is untouched
+    assert "FAIL (ours" in lines[1] and "off the reference's first step" in lines[1]
+
+
+def test_plans():
+    quick = [label for label, _ in benchmark.plan(benchmark.BenchConfig(progress=False))]
+    assert [label for label in quick if "training" in label] == ["MPRNet training step deblur 1x3x64x64 float32"]
+    assert not any(" fwd " in label for label in quick)
+    full = [label for label, _ in benchmark.plan(benchmark.BenchConfig(full=True, progress=False))]
+    for preset in ("deblur", "derain", "denoise"):
+        for dtype in ("float32", "bfloat16"):
+            assert f"MPRNet training step {preset} 1x3x128x128 {dtype}" in full
+            assert f"MPRNet {preset} 256x256 {dtype}" in full
+    assert "sam_gate fwd deblur 8x96x128x256 float32" in full and "sam_gate deblur 8x96x128x256 bfloat16" in full
+    # The losses see the same stage outputs under every preset: one call each (mprnet_loss: one
+    # per loss recipe, deblur and derain sharing theirs).
+    assert [c.preset for c in benchmark.op_cases("edge_loss", ["deblur", "derain", "denoise"], 4, 256, 3)] == ["deblur"]
+    assert [c.preset for c in benchmark.op_cases("mprnet_loss", ["deblur", "derain", "denoise"], 4, 256, 3)] == [
+        "deblur", "denoise"]
+
+
+def test_forward_rows(monkeypatch):
+    cfg = benchmark.BenchConfig(progress=False)
+    shape = (1, 3, 16, 16)
+    for op in ("charbonnier_loss", "mprnet_loss", "sam_gate"):
+        s = (1, 8, 16, 16) if op == "sam_gate" else shape
+        [row] = benchmark._op_rows(benchmark.OP_BENCHES[op], "deblur", s, torch.float32, cfg, benchmark.TINY, 1e10,
+                                   mode="forward")
+        assert row.ok and row.mode == "forward" and row.ours_ms > 0
+        elements = torch.Size(s).numel()
+        assert row.bytes_moved == benchmark.OP_BENCHES[op].forward_passes * elements * 4
+        assert 0 < benchmark.OP_BENCHES[op].forward_passes < benchmark.OP_BENCHES[op].passes
+    good = benchmark.OP_BENCHES["sam_gate"]
+    wrong = benchmark.OpBench("sam_gate", good.passes, good.make_inputs,
+                              lambda preset: lambda x1, z, x: good.ours(preset)(x1, z, x) + 0.1, good.eager,
+                              forward_passes=good.forward_passes)
+    [row] = benchmark._op_rows(wrong, "deblur", (1, 8, 16, 16), torch.float32, cfg, benchmark.TINY, 1e10,
+                               mode="forward")
+    assert not row.ok and row.ours_ms is None and "ours" in row.note
 
 
 def test_help_says_compile_is_optional_on_cpu(capsys):
@@ -104,8 +245,6 @@ def test_shapes_come_from_the_model():
     assert [s.shape for s in found["mprnet_loss"]] == [(2, 3, 64, 64)]
     # Batching patches changes the shapes, not the work: the reference (one patch at a time)
     # runs the same number of elements through its CABs and SAMs.
-    from mprnet_kernels import reference
-
     with torch.device("meta"):
         model = reference.MPRNet.from_preset("deblur")
     elements = {"ca_tail": 0, "sam_gate": 0}

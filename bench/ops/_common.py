@@ -1,66 +1,123 @@
-"""Pieces shared by the op benchmarks in bench/ops/ (timing and the roofline are in
-bench/harness.py): the dtype parametrization and which cases run, the lazily compiled
-reference, the checks against float64 before timing, and the forward+backward step.
+"""What the op benchmarks in bench/ops/ share (timing and the roofline are in bench/harness.py):
+which cases run, the implementations, the check against float64 before timing, and the timed
+call. The ops themselves (inputs, ours, the eager reference, compile options, OPS.md pass counts)
+are `mprnet_kernels.benchmark.OP_BENCHES`, the ones `mprnet-kernels bench` times.
+
+Cases: each op at the shapes MPRNet really produces, derived from the model (never typed here):
+`mprnet_kernels.benchmark.op_cases` over `mprnet_kernels.shapes`, for every preset, at the model
+input `shapes.BENCH_INPUTS[device]["full"]` (GPU: 16 patches of 256x256, the training batch;
+CPU: 4 of them), the three heaviest shapes of each preset, a call another preset already makes
+left out. Then every dtype of the device (CPU: float32, bfloat16; GPU: also float16), every
+implementation (ours: the CPU kernel, or on CUDA each backend this install has; the eager
+reference; torch.compile of it, at each preset's heaviest shape only, since compiling is per
+shape and dtype), and each layout asked for (the first at every shape, the others at the
+heaviest). Each op file has a forward-alone benchmark (under no_grad: inference, or a loss in
+evaluation) and a forward+backward one (training).
 
 Imported as `_common` (pytest puts bench/ops/, which holds no __init__.py, on sys.path).
 """
 
-from typing import Callable, Sequence
+from typing import List, Sequence
 
 import pytest
 import torch
 
+from harness import run_benchmark
+from mprnet_kernels import benchmark as mk
 from mprnet_kernels.ops import _backend
-from mprnet_kernels.benchmark import lazily_compiled  # noqa: F401  (the bench files take it from here)
-from mprnet_kernels.testing import rel_err
-
-# float32 on the CPU (the issue's target), bfloat16 on the GPU (training under autocast).
-dtypes = pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+from mprnet_kernels.reference import PRESETS
+from mprnet_kernels.shapes import BENCH_INPUTS
 
 # Relative error a benchmarked implementation may show against float64 before it is timed.
-CHECK_TOLERANCE = 1e-2
+CHECK_TOLERANCE = mk.CHECK_TOLERANCE
+
+MODES = ("forward", "forward+backward")
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
-def skip_cpu_half(device: torch.device, dtype: torch.dtype) -> None:
-    """Skips a CPU case in any dtype but float32."""
-    if device.type == "cpu" and dtype != torch.float32:
-        pytest.skip("CPU is measured in float32 (the issue's target); bf16 runs on the GPU")
+def devices() -> List[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def skip_missing_backend(op: str, impl: str) -> None:
-    """Skips the case when impl names a CUDA backend ("triton", "cuda") this install lacks."""
-    if impl in _backend.BACKENDS and impl not in _backend.available_backends(op):
-        pytest.skip(f"no {impl} backend for {op} in this install")
+def dtypes_for(device: str) -> List[torch.dtype]:
+    if device == "cuda":
+        return [torch.float32, torch.bfloat16, torch.float16]
+    return [torch.float32, torch.bfloat16]
 
 
-def stage_output_shape(device: torch.device) -> tuple:
-    """One stage output of a deblur batch: 3 channels of 256x256 patches."""
-    return (8, 3, 256, 256) if device.type == "cpu" else (16, 3, 256, 256)
+def impls_for(op: str, device: str) -> List[str]:
+    """"ours" is the CPU kernel; on CUDA, "triton" and "cuda" are ours with that backend (those
+    this install has)."""
+    ours = ["ours"] if device == "cpu" else list(_backend.available_backends(op))
+    return ours + ["eager", "compile"]
 
 
-def check_output(fn: Callable, reference: Callable, args: Sequence[torch.Tensor]) -> None:
-    """Check before timing (a fast wrong answer must fail the run): fn(*args) against the
-    reference on float64 copies of args."""
-    with torch.no_grad():
-        assert rel_err(fn(*args), reference(*(t.double() for t in args))) < CHECK_TOLERANCE
+DTYPE_IDS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
-def check_loss(fn: Callable, reference: Callable, outs: Sequence[torch.Tensor], y: torch.Tensor) -> None:
-    """Check before timing (a fast wrong answer must fail the run): the loss fn(outs, y) and its
-    gradients with respect to the list outs, against the reference on float64 copies."""
-    grads = torch.autograd.grad(fn(outs, y), outs)
-    outs64 = [o.detach().double().requires_grad_() for o in outs]
-    loss64 = reference(outs64, y.double())
-    grads64 = torch.autograd.grad(loss64, outs64)
-    assert max(rel_err(a, b) for a, b in zip(grads, grads64)) < CHECK_TOLERANCE
-    with torch.no_grad():
-        assert rel_err(fn(outs, y), loss64) < CHECK_TOLERANCE
+def case_id(device: str, preset: str, shape: Sequence[int], dtype: torch.dtype, layout: str, impl: str) -> str:
+    """e.g. cpu-deblur-4x96x256x256-fp32-channels_last-ours (select with -k, e.g. -k "fp32 and ours")."""
+    return f"{device}-{preset}-{'x'.join(map(str, shape))}-{DTYPE_IDS[dtype]}-{layout}-{impl}"
 
 
-def forward_backward_step(fn: Callable, args: Sequence, leaves: Sequence[torch.Tensor], grad=None) -> Callable:
-    """The timed step: fn(*args), then the gradients of its output (for out's gradient grad; a
-    loss needs none) with respect to leaves."""
-    def step():
-        torch.autograd.grad(fn(*args), leaves, grad)
+def op_params(op: str, layouts: Sequence[str] = ("contiguous",), top: int = 3) -> list:
+    """pytest params (device, preset, shape, dtype, layout, impl) of every case of `op`."""
+    params = []
+    for device in devices():
+        batch, image = BENCH_INPUTS[device]["full"]
+        for case in mk.op_cases(op, list(PRESETS), batch, image, top):
+            for dtype in dtypes_for(device):
+                for layout in layouts if case.rank == 0 else layouts[:1]:
+                    for impl in impls_for(op, device):
+                        if impl == "compile" and case.rank != 0:
+                            continue
+                        params.append(pytest.param(device, case.preset, case.shape, dtype, layout, impl,
+                                                   id=case_id(device, case.preset, case.shape, dtype, layout, impl)))
+    return params
 
-    return step
+
+def make_inputs(op: str, preset: str, shape, device: str, dtype: torch.dtype, layout: str = "contiguous") -> mk.Inputs:
+    """The op's inputs (OP_BENCHES) at `shape`, the tensors of that shape in `layout`."""
+    g = torch.Generator(device=device).manual_seed(0)
+    inputs = mk.OP_BENCHES[op].make_inputs(tuple(shape), preset, device, dtype, g)
+    if layout == "contiguous":
+        return inputs
+    fmt = LAYOUTS[layout]
+
+    def convert(t):
+        if t is None or t.dim() != 4 or tuple(t.shape) != tuple(shape):
+            return t
+        return t.detach().contiguous(memory_format=fmt).requires_grad_(t.requires_grad)
+
+    new = {id(t): convert(t) for t in inputs.args}
+    return mk.Inputs([new[id(t)] for t in inputs.args], [new[id(t)] for t in inputs.leaves], convert(inputs.grad),
+                     new[id(inputs.main)])
+
+
+def implementation(op: str, preset: str, impl: str):
+    bench = mk.OP_BENCHES[op]
+    if impl == "eager":
+        return bench.eager(preset)
+    if impl == "compile":
+        # A compiled function per case: compiling is per shape and dtype anyway.
+        return mk.lazily_compiled(bench.eager(preset), **bench.compile_options)
+    return bench.ours(preset)
+
+
+def run_op(benchmark, op: str, mode: str, device: str, preset: str, shape, dtype: torch.dtype, layout: str,
+           impl: str) -> float:
+    """Checks `impl` of `op` against the float64 reference on the case's inputs (its output, and
+    for forward+backward its input gradients), then times it. A wrong result fails the case
+    (the eager reference in a half dtype is the yardstick: its own rounding is recorded, not
+    failed). Returns the median in seconds."""
+    bench = mk.OP_BENCHES[op]
+    inputs = make_inputs(op, preset, shape, device, dtype, layout)
+    fn = implementation(op, preset, impl)
+    with _backend.using_cuda_backend(op, impl if impl in _backend.BACKENDS else None):
+        reference64 = mk.reference_float64(bench.eager(preset), inputs)
+        err = mk.check_against_reference(fn, reference64, inputs, mode)
+        if impl != "eager" or dtype == torch.float32:
+            assert err < CHECK_TOLERANCE, f"{op} {impl} ({mode}) is {err:.2e} off float64"
+        return run_benchmark(benchmark, mk.timed_call(fn, inputs, mode), device,
+                             bytes_moved=bench.bytes_moved(inputs, mode), op=op, preset=preset, impl=impl, mode=mode,
+                             dtype=str(dtype), shape=list(shape), layout=layout, rel_err=err)
