@@ -7,7 +7,10 @@ be switched off on its own through `Rewrites` so that its effect and exactness c
 
 - ``batch_patches``: the four stage-1 patches run as one batch of 4N and the two stage-2 halves
   as one batch of 2N. Channel attention pools per sample, so this changes no number; it turns
-  six passes through the stage-1/2 networks into two, with bigger, faster convolutions.
+  six passes through the stage-1/2 networks into two, with bigger, faster convolutions. The
+  batches are ordered sample by sample, so that in channels_last the split into halves and the
+  joins back are views rather than copies, and the joins that must copy (the stage-1 width joins)
+  write once into a buffer in the features' own layout (see `_regrouped`).
 - ``conv_before_upsample``: a bias-free 1x1 conv commutes with the bilinear x2 resize (both are
   linear, the resize per channel), so UpSample/SkipUpSample convolve at the low resolution (4x
   fewer FLOPs and bytes). In stage 3 the chains 1x1 -> resize -> 1x1 -> resize -> 1x1 collapse
@@ -17,6 +20,13 @@ be switched off on its own through `Rewrites` so that its effect and exactness c
   average pooling, a cheaper kernel than the general resize.
 - ``fused_blocks``: CAB and SAM from mprnet_kernels.nn (fused channel-attention tail and SAM
   gate ops) instead of the reference's eager modules.
+- ``fused_upsample_add``: every bilinear x2 resize followed by an add runs as one op,
+  mprnet_kernels.ops.upsample2x_add (the resize computed on the fly and added to y, one pass
+  over y and the output instead of a full-resolution resize written and read back; its backward
+  is a deterministic gather where eager's is a scatter, with atomics on CUDA): SkipUpSample's
+  ``up(conv(x)) + y`` and ORSNet's ``orb(x) + up(low)`` at levels 2 and 3 (of the double resize
+  of level 3 the last one). Those resize-then-add forms come from ``conv_before_upsample``;
+  without it every resize is followed by a 1x1 conv and this flag changes nothing.
 - ``channels_last``: features flow in channels_last memory order (weights converted once at
   construction, the input on entry, the three output images back to the input's layout), the
   layout fast CPU (oneDNN) and GPU (cuDNN) convolutions work in; the fused ops read it in
@@ -37,6 +47,7 @@ import torch.utils.checkpoint
 
 from . import reference
 from .nn import replace_blocks
+from .ops import upsample2x_add
 
 __all__ = ["MPRNet", "Rewrites"]
 
@@ -49,6 +60,7 @@ class Rewrites:
     conv_before_upsample: bool = True
     avgpool_downsample: bool = True
     fused_blocks: bool = True
+    fused_upsample_add: bool = True
     channels_last: bool = True
     checkpoint_stages: bool = False
 
@@ -63,25 +75,67 @@ def _up2(x: torch.Tensor) -> torch.Tensor:
 
 
 def _matrix(conv: nn.Conv2d) -> torch.Tensor:
-    """A 1x1 conv's weight as a (out, in) matrix."""
-    return conv.weight.flatten(1)
+    """A 1x1 conv's weight as a (out, in) matrix: a view read with the weight's own strides, so
+    that its gradient comes back with them. (flatten's backward would return the contiguous
+    (in, 1, 1, 1) strides where a channels_last 1x1 weight has (in, 1, in, in), and DDP, whose
+    gradient buckets are views with each parameter's strides, warns and copies on every step.)"""
+    w = conv.weight
+    return w.as_strided((w.shape[0], w.shape[1]), (w.stride(0), w.stride(1)))
 
 
 def _conv1x1(x: torch.Tensor, matrix: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     return F.conv2d(x, matrix[:, :, None, None], bias)
 
 
+# The batched patches are ordered sample-major: the stage-2 halves of sample n are batch entries
+# 2n (top) and 2n + 1 (bottom), and its stage-1 quarters 4n + 2 * row + col. Any order gives the
+# same numbers (every layer works per sample); this one makes the height joins free. In
+# channels_last memory a sample is (H, W, C) with rows outermost, so the top and bottom halves of
+# a sample, stored one after the other, already are the whole sample: splitting the input into
+# halves and stacking the stage-2 features and the stage-1 image back are views, not copies.
+# (NCHW memory puts channels outside rows, so there they stay one copy each, as before.)
+
+
+def _regrouped(src: torch.Tensor, src_view: Sequence[int], perm: Sequence[int], shape: Sequence[int],
+               out_view: Sequence[int]) -> torch.Tensor:
+    """src viewed as src_view and permuted by perm, written once into a new `shape` tensor (seen
+    as out_view) in src's memory layout. permute + reshape would copy into NCHW order whatever
+    the source's layout, so channels_last features came out NCHW, and every consumer (the convs,
+    the fused ops) converted them back: a copy per consumer that this output buffer avoids."""
+    fmt = torch.channels_last if (src.is_contiguous(memory_format=torch.channels_last)
+                                  and not src.is_contiguous()) else torch.contiguous_format
+    out = torch.empty(shape, dtype=src.dtype, device=src.device, memory_format=fmt)
+    out.view(out_view).copy_(src.reshape(src_view).permute(perm))  # reshape: a view of dense src
+    return out
+
+
+def _quarters(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> its four (h, w) patches as (4N, C, h, w), sample-major."""
+    n, c, hh, ww = x.shape
+    h, w = hh // 2, ww // 2
+    return _regrouped(x, (n, c, 2, h, 2, w), (0, 2, 4, 1, 3, 5), (4 * n, c, h, w), (n, 2, 2, c, h, w))
+
+
+def _halves(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> its top and bottom halves as (2N, C, h, W), sample-major: a view in
+    channels_last, a copy in NCHW."""
+    n, c, hh, ww = x.shape
+    return x.reshape(n, c, 2, hh // 2, ww).transpose(1, 2).reshape(2 * n, c, hh // 2, ww)
+
+
 def _side_by_side(quarters: torch.Tensor, n: int) -> torch.Tensor:
-    """(4N, C, h, w) patches ordered [top-left, top-right, bottom-left, bottom-right] ->
-    (2N, C, h, 2w): the top row then the bottom row, left and right joined along width."""
+    """(4N, C, h, w) patches (sample-major, [top-left, top-right, bottom-left, bottom-right] per
+    sample) -> (2N, C, h, 2w): each sample's top then bottom row, left and right joined along
+    width, in the patches' layout (one copy: the width join interleaves the patches' rows)."""
     _, c, h, w = quarters.shape
-    return quarters.view(2, 2, n, c, h, w).permute(0, 2, 3, 4, 1, 5).reshape(2 * n, c, h, 2 * w)
+    return _regrouped(quarters, (n, 2, 2, c, h, w), (0, 1, 3, 4, 2, 5), (2 * n, c, h, 2 * w), (n, 2, c, h, 2, w))
 
 
 def _stacked(halves: torch.Tensor, n: int) -> torch.Tensor:
-    """(2N, C, h, w) ordered [top, bottom] -> (N, C, 2h, w), top above bottom."""
+    """(2N, C, h, w) (sample-major, [top, bottom] per sample) -> (N, C, 2h, w), top above
+    bottom: a view of channels_last halves, a copy of NCHW ones."""
     _, c, h, w = halves.shape
-    return halves.view(2, n, c, h, w).permute(1, 2, 0, 3, 4).reshape(n, c, 2 * h, w)
+    return halves.reshape(n, 2, c, h, w).transpose(1, 2).reshape(n, c, 2 * h, w)
 
 
 class MPRNet(reference.MPRNet):
@@ -109,10 +163,16 @@ class MPRNet(reference.MPRNet):
             return module(x)
         return module.down[1](F.avg_pool2d(x, 2))
 
+    def _up2_add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """_up2(x) + y, in one pass with fused_upsample_add."""
+        if self.rewrites.fused_upsample_add:
+            return upsample2x_add(x, y)
+        return _up2(x) + y
+
     def _skip_up(self, module: reference.SkipUpSample, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if not self.rewrites.conv_before_upsample:
             return module(x, y)
-        return _up2(module.up[1](x)) + y
+        return self._up2_add(module.up[1](x), y)
 
     def _encoder(self, enc: reference.Encoder, x: torch.Tensor,
                  prev_enc: Optional[Sequence[torch.Tensor]] = None,
@@ -146,13 +206,13 @@ class MPRNet(reference.MPRNet):
         m_enc = _matrix(o.conv_enc2) @ _matrix(o.up_enc1.up[1])
         m_dec = _matrix(o.conv_dec2) @ _matrix(o.up_dec1.up[1])
         low = _conv1x1(enc[1], m_enc, o.conv_enc2.bias) + _conv1x1(dec[1], m_dec, o.conv_dec2.bias)
-        x = o.orb2(x) + _up2(low)
+        x = self._up2_add(low, o.orb2(x))
 
         # Level 3: two UpSamples in a row: conv3 . up . conv_b . up . conv_a == up . up . (conv3 conv_b conv_a).
         m_enc = _matrix(o.conv_enc3) @ _matrix(o.up_enc2[1].up[1]) @ _matrix(o.up_enc2[0].up[1])
         m_dec = _matrix(o.conv_dec3) @ _matrix(o.up_dec2[1].up[1]) @ _matrix(o.up_dec2[0].up[1])
         low = _conv1x1(enc[2], m_enc, o.conv_enc3.bias) + _conv1x1(dec[2], m_dec, o.conv_dec3.bias)
-        return o.orb3(x) + _up2(_up2(low))
+        return self._up2_add(_up2(low), o.orb3(x))
 
     def _stage(self, fn, *args):
         if self.rewrites.checkpoint_stages and torch.is_grad_enabled():
@@ -162,9 +222,7 @@ class MPRNet(reference.MPRNet):
     # ------------------------------------------------------------------ stages
     def _stage1_batched(self, x: torch.Tensor, halves: torch.Tensor):
         n = x.shape[0]
-        h, w = x.shape[2] // 2, x.shape[3] // 2
-        quarters = torch.cat([x[..., :h, :w], x[..., :h, w:], x[..., h:, :w], x[..., h:, w:]], dim=0)
-        feat1 = [_side_by_side(f, n) for f in self._encoder(self.stage1_encoder, self.shallow_feat1(quarters))]
+        feat1 = [_side_by_side(f, n) for f in self._encoder(self.stage1_encoder, self.shallow_feat1(_quarters(x)))]
         res1 = self._decoder(self.stage1_decoder, feat1)
         sam_feat, img = self.sam12(res1[0], halves)
         return feat1, res1, sam_feat, _stacked(img, n)
@@ -205,8 +263,7 @@ class MPRNet(reference.MPRNet):
 
     def _forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         if self.rewrites.batch_patches:
-            h = x.shape[2] // 2
-            halves = torch.cat([x[:, :, :h], x[:, :, h:]], dim=0)
+            halves = _halves(x)
             feat1, res1, sam_feat, stage1_img = self._stage(self._stage1_batched, x, halves)
             feat2, res2 = self._stage(self._stage2_batched, halves, sam_feat, feat1, res1)
         else:

@@ -49,6 +49,17 @@ def _image_pair_inputs(g, stages=1):
     return [torch.rand(2, 3, 21, 30, generator=g, dtype=torch.float64) for _ in range(stages + 1)]
 
 
+def _upsample_add_inputs(g):
+    # x and y = a SkipUpSample's low-resolution conv output and skip input; odd h and w, so the
+    # resize's clamped last row and column and its first-row weight-0 taps are all exercised.
+    return [torch.randn(2, 16, 7, 9, generator=g, dtype=torch.float64),
+            torch.randn(2, 16, 14, 18, generator=g, dtype=torch.float64)]
+
+
+def _upsample_add_reference(x, y):
+    return torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False) + y
+
+
 def _mprnet_loss(*tensors):
     return ops.mprnet_loss(list(tensors[:-1]), tensors[-1])
 
@@ -63,6 +74,7 @@ CASES: List[Case] = [
     Case("charbonnier_loss", _image_pair_inputs, ops.charbonnier_loss, reference.charbonnier_loss),
     Case("edge_loss", _image_pair_inputs, ops.edge_loss, reference.edge_loss),
     Case("mprnet_loss", lambda g: _image_pair_inputs(g, stages=3), _mprnet_loss, _mprnet_loss_reference),
+    Case("upsample2x_add", _upsample_add_inputs, ops.upsample2x_add, _upsample_add_reference),
 ]
 
 

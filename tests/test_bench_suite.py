@@ -144,17 +144,29 @@ def test_model_suite_cases():
     assert {v[2] for v in inference} == {256} and {v[4] for v in inference} == set(benchmark.IMPLS)
 
 
-def test_gpu_check_fits_one_device_call():
+def _part_limits(script: str, part: str) -> dict:
+    """{step: (limit when the part runs alone, limit when both run in one call)}."""
+    body = re.search(rf"^{part}_steps\(\) {{(.*?)^}}", script, re.M | re.S).group(1)
+    return {m.group(1): (int(m.group(2)), int(m.group(3)))
+            for m in re.finditer(r"^\s*step (\w+) (\d+):(\d+) ", body, re.M)}
+
+
+def test_gpu_check_fits_one_device_call_per_part_and_for_both():
     script = (BENCH / "gpu_check.sh").read_text()
-    limits = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s*step (\w+) (\d+) ", script, re.M)}
-    assert {"build", "bench_cli", "bench_ops", "bench_model", "profile"} <= set(limits)
+    check, bench = _part_limits(script, "check"), _part_limits(script, "bench")
+    assert {"build", "verify", "gpu_tests", "memcheck"} <= set(check)
+    assert {"bench_cli", "bench_ops", "bench_model", "profile"} <= set(bench)
+    assert len(re.findall(r"^\s*step \w+ ", script, re.M)) == len(check) + len(bench)  # every step has PART:ALL
+    # a 10-minute call, with ~10 s for the rest: each part alone, and both together
+    for limits in (check, bench):
+        assert sum(alone for alone, _ in limits.values()) <= 590, limits
+    assert sum(both for _, both in {**check, **bench}.values()) <= 590
     # -k selects by substring: "not fp16" must leave out the float16 cases and only them.
     import bench_mprnet
 
     assert "not fp16" in script and _common.DTYPE_IDS[torch.float16] == "fp16"
     ids = [p.id for op in shapes.OPS for p in _common.op_params(op)] + [p.id for p in bench_mprnet._params("training")]
     assert ids and not any("fp16" in i for i in ids if "-fp16-" not in i)
-    assert sum(limits.values()) <= 590, limits  # a 10-minute call, with ~10 s for the rest
     assert "bench/profile_model.py" in script and '"$OUT/profile.json"' in script
 
 

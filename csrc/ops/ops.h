@@ -35,6 +35,10 @@ std::tuple<at::Tensor, at::Tensor> edge_loss(const at::Tensor& x, const at::Tens
 std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> mprnet_loss(
     at::TensorList outputs, const at::Tensor& y, double eps, double edge_weight, bool clamp,
     bool grad_outputs, bool grad_y);
+// Bilinear x2 (align_corners=False) of x plus y in one pass, and grad_x of it, the adjoint
+// resize as a gather (csrc/ops/upsample_add.cpp): grad (N, C, 2h, 2w) -> (N, C, h, w) in x_dtype.
+at::Tensor upsample2x_add(const at::Tensor& x, const at::Tensor& y);
+at::Tensor upsample2x_add_backward(const at::Tensor& grad, at::ScalarType x_dtype);
 }  // namespace cpu
 
 #ifdef MPRNET_WITH_CUDA
@@ -50,7 +54,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_forward(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
     const at::Tensor& p, const at::Tensor& h, const at::Tensor& s);
+// The one-pass tiled loss kernels (csrc/ops/cuda/edge_loss_kernel.cu, mprnet_loss_kernel.cu;
+// per-tile algorithm in csrc/ops/loss_tile.h), same contracts as the CPU kernels above.
+std::tuple<at::Tensor, at::Tensor> edge_loss(const at::Tensor& x, const at::Tensor& y, double eps,
+                                             bool compute_grad);
+std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> mprnet_loss(
+    at::TensorList outputs, const at::Tensor& y, double eps, double edge_weight, bool clamp,
+    bool grad_outputs, bool grad_y);
 }  // namespace cuda
 #endif
+
+// For tests only: the CUDA loss kernels' tile functions (csrc/ops/loss_tile.h) run on the host,
+// every block of the grid in turn and every thread of a block in turn (in reverse order with
+// reverse_threads), on CPU tensors (csrc/ops/loss_tile_testing.cpp). Same contracts and results
+// as mprnet::cuda::edge_loss and mprnet_loss, with the partition made smaller to test it on small
+// images: tile_w 128 (the kernels' strip width, 160 threads) or 16 (32 threads), chunk_rows
+// rows per block (0: the kernels' choice, else rounded up to a multiple of 8), and at most
+// max_group stage outputs per launch (the kernels fit as many as shared memory allows, <= 3).
+namespace testing {
+std::tuple<at::Tensor, at::Tensor> edge_loss_tiles(const at::Tensor& x, const at::Tensor& y, double eps,
+                                                   bool compute_grad, int64_t tile_w, int64_t chunk_rows,
+                                                   bool reverse_threads);
+std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> mprnet_loss_tiles(
+    at::TensorList outputs, const at::Tensor& y, double eps, double edge_weight, bool clamp,
+    bool grad_outputs, bool grad_y, int64_t tile_w, int64_t chunk_rows, int64_t max_group,
+    bool reverse_threads);
+}  // namespace testing
 
 }  // namespace mprnet

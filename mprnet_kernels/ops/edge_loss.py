@@ -14,15 +14,18 @@ at the borders: replicate padding read each border pixel several times, and the 
 the gradient of every padded read back onto it (derivation in csrc/ops/cpu/edge_loss_kernel.cpp;
 in closed form in _adjoint_weight below).
 
-Schema and CPU kernel: csrc/ops/edge_loss.cpp and csrc/ops/cpu/edge_loss_kernel.cpp; CUDA
-tensors run the Triton kernels below (no CUDA C++ kernel for the losses). This file adds what
-Python owns: the fake function, the CUDA dispatch and the public function; the autograd is the
-one the loss ops share (_loss_autograd.py).
+Schema and CPU kernel: csrc/ops/edge_loss.cpp and csrc/ops/cpu/edge_loss_kernel.cpp. CUDA
+tensors run one of two backends (``set_cuda_backend("edge_loss", "triton" | "cuda")``, Triton
+by default until a GPU benchmark says otherwise): the Triton kernels below (four passes), or
+the one-pass CUDA C++ kernel csrc/ops/cuda/edge_loss_kernel.cu, whose tile algorithm
+(csrc/ops/loss_tile.h) keeps every intermediate in shared memory. This file adds what Python
+owns: the fake function, the CUDA dispatch and the public function; the autograd is the one
+the loss ops share (_loss_autograd.py).
 """
 
 import torch
 
-from ._backend import HAS_TRITON, register_cuda
+from ._backend import HAS_TRITON, cuda_cpp_kernel, register_cuda
 from ._checks import check_all_like
 from ._layout import empty_output
 from ._loss_autograd import register_pair_loss_autograd, wants_grad
@@ -280,7 +283,8 @@ if HAS_TRITON:
 else:
     _edge_loss_triton = None
 
-register_cuda("edge_loss", "edge_loss", default="triton", triton=_edge_loss_triton)
+register_cuda("edge_loss", "edge_loss", default="triton", triton=_edge_loss_triton,
+              cuda=cuda_cpp_kernel("edge_loss"))
 
 
 register_pair_loss_autograd(_OP)

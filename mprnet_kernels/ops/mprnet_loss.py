@@ -10,9 +10,13 @@ the target. Backward is then one scale by grad_loss / numel per tensor.
 
 Schema and CPU kernel: csrc/ops/mprnet_loss.cpp and csrc/ops/cpu/mprnet_loss_kernel.cpp (one
 pass over the target for all stages and both terms, built on the edge loss's band function).
-CUDA tensors run a composition of Triton kernels, per stage: the edge loss's kernels, then one
-Charbonnier kernel that also adds edge_weight times the edge gradient, applies the clamp mask
-and accumulates the target's gradient (see _mprnet_loss_triton for what that costs).
+CUDA tensors run one of two backends (``set_cuda_backend("mprnet_loss", "triton" | "cuda")``,
+Triton by default until a GPU benchmark says otherwise): a composition of Triton kernels, per
+stage the edge loss's kernels, then one Charbonnier kernel that also adds edge_weight times the
+edge gradient, applies the clamp mask and accumulates the target's gradient (see
+_mprnet_loss_triton for what that costs); or the one-pass CUDA C++ kernel
+csrc/ops/cuda/mprnet_loss_kernel.cu, which reads the target once for up to three stage outputs
+and writes every gradient once (tile algorithm in csrc/ops/loss_tile.h).
 The autograd below follows the other loss ops' (_loss_autograd.py) over a list of outputs.
 """
 
@@ -20,7 +24,7 @@ from typing import List
 
 import torch
 
-from ._backend import HAS_TRITON, kernel, register_cuda
+from ._backend import HAS_TRITON, cuda_cpp_kernel, kernel, register_cuda
 from ._checks import check_floating, check_like
 from ._layout import empty_output, output_memory_format
 from ._loss_autograd import grad_scale, refuse_double_backward, wants_grad
@@ -115,7 +119,8 @@ if HAS_TRITON:
 else:
     _mprnet_loss_triton = None
 
-register_cuda("mprnet_loss", "mprnet_loss", default="triton", triton=_mprnet_loss_triton)
+register_cuda("mprnet_loss", "mprnet_loss", default="triton", triton=_mprnet_loss_triton,
+              cuda=cuda_cpp_kernel("mprnet_loss"))
 
 
 def _setup_context(ctx, inputs, output):

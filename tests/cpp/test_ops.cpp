@@ -106,6 +106,38 @@ void test_edge_loss() {
   }
 }
 
+// The CUDA loss kernels' tile functions run on the host (mprnet::testing, ops/ops.h): the same
+// checks as test_edge_loss for the edge loss, over partitions with many tile borders, and the
+// multi-stage loss against the CPU kernel (tests/ops/test_loss_tiles.py has the full grid).
+void test_loss_tiles() {
+  at::manual_seed(0);
+  const auto opts = at::TensorOptions().dtype(at::kDouble);
+  for (const auto& size : {std::vector<int64_t>{2, 3, 1, 1}, std::vector<int64_t>{1, 2, 3, 4},
+                           std::vector<int64_t>{2, 3, 70, 19}, std::vector<int64_t>{1, 1, 37, 150}}) {
+    auto x = at::randn(size, opts), y = at::randn(size, opts);
+    const auto lap = laplacian(x) - laplacian(y);
+    const auto expected = at::sqrt(lap * lap + 1e-6).mean();
+    const auto w = lap / at::sqrt(lap * lap + 1e-6);
+    const auto a = at::randn(size, opts);
+    const std::string shape = std::to_string(size[2]) + "x" + std::to_string(size[3]);
+    for (const int64_t tile_w : {16, 128}) {
+      const auto [loss, grad] = mprnet::testing::edge_loss_tiles(x, y, 1e-3, true, tile_w, tile_w == 16 ? 8 : 0, false);
+      const std::string what = shape + " tile_w " + std::to_string(tile_w);
+      expect(rel_err(loss, expected) < 1e-13, "edge_loss tiles float64 value " + what);
+      const double lhs = (laplacian(a) * w).sum().item<double>(), rhs = (a * grad).sum().item<double>();
+      expect(std::abs(lhs - rhs) <= 1e-10 * (std::abs(lhs) + 1), "edge_loss tiles float64 adjoint " + what);
+    }
+    std::vector<at::Tensor> outs;
+    for (int s = 0; s < 4; ++s) outs.push_back(at::rand(size, opts) * 1.4 - 0.2);
+    const auto target = at::rand(size, opts);
+    const auto [loss, grads, gy] = mprnet::testing::mprnet_loss_tiles(outs, target, 1e-3, 0.05, true, true, true, 16, 8, 3, false);
+    const auto [cpu_loss, cpu_grads, cpu_gy] = mprnet::cpu::mprnet_loss(outs, target, 1e-3, 0.05, true, true, true);
+    bool close = rel_err(loss, cpu_loss) < 1e-13 && rel_err(gy, cpu_gy) < 1e-13;
+    for (size_t s = 0; s < grads.size(); ++s) close = close && rel_err(grads[s], cpu_grads[s]) < 1e-13;
+    expect(close, "mprnet_loss tiles float64 (4 outputs, clamp) " + shape);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -113,6 +145,7 @@ int main() {
   std::printf("built against torch %s, cuda %s\n", info.torch_version.c_str(), info.with_cuda ? "yes" : "no");
   test_sam_gate();
   test_edge_loss();
+  test_loss_tiles();
   std::printf("%d passed, %d failed\n", failures == 0 ? 1 : 0, failures == 0 ? 0 : 1);
   return failures == 0 ? 0 : 1;
 }

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import rel_err
 from mprnet_kernels import reference
@@ -20,8 +21,16 @@ def only(name):
     return dataclasses.replace(Rewrites.none(), **{name: True})
 
 
-# Each rewrite alone, none, and every one of them together.
+def these(*names):
+    return dataclasses.replace(Rewrites.none(), **{name: True for name in names})
+
+
+# Each rewrite alone, none, every one of them together, and the pairs where one rewrite acts
+# only on what another creates (fused_upsample_add fuses the resize-then-add that
+# conv_before_upsample makes; alone it changes nothing).
 CONFIGS = {"none": Rewrites.none(), **{name: only(name) for name in REWRITES},
+           "conv_before_upsample+fused_upsample_add": these("conv_before_upsample", "fused_upsample_add"),
+           "batch_patches+channels_last": these("batch_patches", "channels_last"),
            "all": dataclasses.replace(Rewrites(), checkpoint_stages=True), "default": Rewrites()}
 
 
@@ -148,3 +157,58 @@ def test_torch_compile_fullgraph_forward_backward():
     out[0].sum().backward()
     for a, b in zip(out, fast(x)):
         assert rel_err(a, b) < 1e-5
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the calls of each op (by name) made under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name()
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_fused_upsample_add_replaces_every_resize_then_add(fused):
+    """With the flag: one fused op per SkipUpSample (2 per decoder, 2 decoders) and one per ORSNet
+    level 2 and 3; the one resize left is the first of level 3's double resize. Forward and
+    backward (the fused op's backward is its own gather, no upsample_bilinear2d_backward)."""
+    rewrites = dataclasses.replace(Rewrites(), fused_upsample_add=fused)
+    needs(rewrites)
+    _, fast = _pair(rewrites=rewrites)
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    with _OpCounter() as counter:
+        sum(o.sum() for o in fast(x)).backward()
+    calls = counter.calls
+    fused_calls = calls.get("mprnet::upsample2x_add", 0)
+    resizes = calls.get("aten::upsample_bilinear2d", 0) + calls.get("aten::upsample_bilinear2d.vec", 0)
+    assert (fused_calls, resizes) == ((6, 1) if fused else (0, 7)), calls
+    assert calls.get("mprnet::upsample2x_add_backward", 0) == fused_calls
+
+
+def test_channels_last_features_stay_channels_last():
+    """The batched patches' joins keep the features' layout (views where the sample-major order
+    allows, one copy into a channels_last buffer otherwise), so no conv or fused op converts them."""
+    _, fast = _pair()
+    seen = []
+    for dec in (fast.stage1_decoder, fast.stage2_decoder):
+        for level in (dec.skip_attn1, dec.skip_attn2, dec.decoder_level3):  # take enc1, enc2, enc3
+            level.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        fast(torch.rand(2, 3, 16, 24).contiguous(memory_format=torch.channels_last))
+    assert len(seen) == 6
+    for t in seen:
+        assert t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous(), t.shape
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batched_patches_of_a_strided_input(channels_last):
+    ref, fast = _pair(rewrites=these("batch_patches", *(["channels_last"] if channels_last else [])))
+    x = torch.rand(2, 3, 16, 48)[..., ::2]  # (2, 3, 16, 24), not dense
+    with torch.no_grad():
+        for a, b in zip(fast(x), ref(x)):
+            assert rel_err(a, b) < 1e-5

@@ -16,6 +16,7 @@ from helpers import (OP_TOLERANCE, assert_deterministic_across_thread_counts, as
                      assert_raises_mentioning, forward_backward, layouts, opcheck_inputs, rel_err,
                      triton_loss)
 from mprnet_kernels.ops import edge_loss
+from mprnet_kernels.ops import _backend
 from mprnet_kernels.ops._backend import kernel
 from mprnet_kernels.ops.edge_loss import GAUSS_TAPS
 from mprnet_kernels.reference import losses as ref
@@ -371,3 +372,98 @@ def test_cuda_deterministic_opcheck_and_device_mismatch():
     torch.library.opcheck(torch.ops.mprnet.edge_loss, (x.requires_grad_(), y, 1e-3, True))
     with pytest.raises((ValueError, RuntimeError), match="y"):
         edge_loss(x.detach(), y.cpu())
+
+
+# ------------------------------------------------ GPU: each CUDA backend against float64
+
+# Batch 1 and 8, channels 1, 3 and 64, odd and even sizes, widths over the CUDA C++ kernel's
+# 128-column strips and heights over several of its row chunks; H and W of 1 to 5 separately.
+GPU_SHAPES = [(8, 3, 67, 45), (1, 64, 33, 130), (1, 1, 300, 257)]
+GPU_SMALL_SIZES = list(itertools.product(range(1, 6), range(1, 6)))
+
+
+def on_backend(backend, fn, *args):
+    """fn(*args) with the CUDA dispatch of edge_loss on `backend`; skips when it is missing."""
+    if backend not in _backend.available_backends("edge_loss"):
+        pytest.skip(f"no {backend} backend for edge_loss in this install")
+    with _backend.using_cuda_backend("edge_loss", backend):
+        return fn(*args)
+
+
+def check_backend(backend, x, y, tol):
+    """Loss and gradient (compute_grad true, through autograd) and the loss alone (compute_grad
+    false, no gradient written) against the float64 reference on the GPU."""
+    on_backend(backend, check_against_float64, x, y, tol)
+    loss, grad = on_backend(backend, torch.ops.mprnet.edge_loss, x, y, 1e-3, False)
+    assert grad.numel() == 0 and loss.dtype == x.dtype and loss.device == x.device
+    expected = ref.edge_loss(x.double(), y.double())
+    assert rel_err(loss, expected) < tol, ("loss without gradient", rel_err(loss, expected))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", ALL_TYPES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cuda_backends_match_float64(backend, dtype, layout, shape):
+    base = inputs(shape, dtype, "cuda")
+    x, y = (layouts(t)[layout] for t in base)
+    check_backend(backend, x, y, OP_TOLERANCE[dtype])
+    _, grad = on_backend(backend, torch.ops.mprnet.edge_loss, x, y, 1e-3, True)
+    expect_cl = layout == "channels_last" and shape[1] > 1
+    assert grad.is_contiguous(memory_format=torch.channels_last if expect_cl else torch.contiguous_format)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("h, w", GPU_SMALL_SIZES)
+def test_cuda_backends_small_sizes_float64(backend, h, w):
+    # Below the stencil: every output is on a border, the adjoint's fold everywhere.
+    x, y = inputs((2, 3, h, w), torch.float64, "cuda")
+    check_backend(backend, x, y, 1e-12)
+
+
+@pytest.mark.gpu
+def test_cuda_cpp_mixed_layouts_eps_and_nonfinite():
+    x, y = inputs((2, 4, 37, 140), torch.float64, "cuda")
+    plain = on_backend("cuda", torch.ops.mprnet.edge_loss, x, y, 0.1, True)
+    mixed = on_backend("cuda", torch.ops.mprnet.edge_loss, layouts(x)["channels_last"], layouts(y)["strided"], 0.1, True)
+    assert torch.equal(mixed[0], plain[0]) and torch.equal(mixed[1], plain[1])
+    expected = forward_backward(lambda a, b: ref.edge_loss(a, b, 0.1), x, y)
+    assert rel_err(plain[0], expected[0]) < 1e-12 and rel_err(plain[1] / x.numel(), expected[1]) < 1e-12
+    x[0, 1, 20, 130] = float("nan")
+    y[1, 3, 0, 0] = float("inf")
+    expected = forward_backward(ref.edge_loss, x, y)
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        ours = on_backend("cuda", forward_backward, edge_loss, x.to(dtype), y.to(dtype))
+        for name, a, b in zip(NAMES, ours, expected):
+            assert_nonfinite_like(a, b, (dtype, name))
+    empty = on_backend("cuda", torch.ops.mprnet.edge_loss, x[:0], y[:0], 1e-3, True)
+    assert torch.isnan(empty[0]) and empty[1].shape == (0, 4, 37, 140)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_backends_deterministic(dtype):
+    x, y = inputs((16, 3, 256, 256), dtype, "cuda")
+    for backend in ("cuda", "triton"):
+        first = on_backend(backend, torch.ops.mprnet.edge_loss, x, y, 1e-3, True)
+        second = on_backend(backend, torch.ops.mprnet.edge_loss, x, y, 1e-3, True)
+        assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1]), backend
+        loss_only = on_backend(backend, torch.ops.mprnet.edge_loss, x, y, 1e-3, False)
+        assert torch.equal(loss_only[0], on_backend(backend, torch.ops.mprnet.edge_loss, x, y, 1e-3, False)[0])
+
+
+@pytest.mark.gpu
+def test_cuda_cpp_agrees_with_triton_and_emulation_float64():
+    # The CUDA C++ kernel against Triton, and against its own tile functions run on the host
+    # (tests/ops/test_loss_tiles.py): the same arithmetic, so they agree to rounding.
+    from mprnet_kernels._extension import _C
+
+    x, y = inputs((2, 3, 70, 150), torch.float64, "cuda")
+    ours = on_backend("cuda", torch.ops.mprnet.edge_loss, x, y, 1e-3, True)
+    triton = on_backend("triton", torch.ops.mprnet.edge_loss, x, y, 1e-3, True)
+    host = _C._testing.edge_loss_tiles(x.cpu(), y.cpu(), 1e-3, True, 128, 0, False)
+    for other in (triton, host):
+        assert rel_err(ours[0], other[0].to(x.device)) < 1e-13
+        assert rel_err(ours[1], other[1].to(x.device)) < 1e-13

@@ -12,6 +12,7 @@ import mprnet_kernels
 from helpers import (OP_TOLERANCE, assert_deterministic_across_thread_counts, assert_nonfinite_like, grads_through,
                      layouts, rel_err)
 from mprnet_kernels.ops import mprnet_loss
+from mprnet_kernels.ops import _backend
 from mprnet_kernels.ops._backend import kernel
 from mprnet_kernels.reference import MPRNet
 from mprnet_kernels.reference import losses as ref
@@ -461,3 +462,115 @@ def test_cuda_deterministic_opcheck_and_device_mismatch():
     torch.library.opcheck(torch.ops.mprnet.mprnet_loss, args)
     with pytest.raises((ValueError, RuntimeError), match="y"):
         mprnet_loss(outs, y.cpu())
+
+
+# ------------------------------------------------ GPU: each CUDA backend against float64
+
+# Batch 1 and 8, channels 1, 3 and 64, odd and even sizes, widths over the CUDA C++ kernel's
+# 128-column strips and heights over several of its row chunks; H and W of 1 to 5 separately.
+GPU_SHAPES = [(8, 3, 67, 45), (1, 64, 33, 130), (1, 1, 300, 257)]
+GPU_SMALL_SIZES = [(h, w) for h in range(1, 6) for w in range(1, 6)]
+
+
+def on_backend(backend, fn, *args):
+    """fn(*args) with the CUDA dispatch of mprnet_loss on `backend`; skips when it is missing."""
+    if backend not in _backend.available_backends("mprnet_loss"):
+        pytest.skip(f"no {backend} backend for mprnet_loss in this install")
+    with _backend.using_cuda_backend("mprnet_loss", backend):
+        return fn(*args)
+
+
+def check_backend(backend, outs, y, tol, edge_weight, clamp):
+    """Loss and gradients (through autograd), then the loss alone (no gradient written)."""
+    on_backend(backend, check_against_float64, outs, y, tol, edge_weight, clamp)
+    loss, grads, gy = on_backend(backend, torch.ops.mprnet.mprnet_loss, outs, y, 1e-3, edge_weight, clamp,
+                                 False, False)
+    assert all(g.numel() == 0 for g in grads) and gy.numel() == 0 and loss.device == y.device
+    expected = reference(edge_weight, clamp)([o.double() for o in outs], y.double())
+    assert rel_err(loss, expected) < tol, ("loss without gradients", rel_err(loss, expected))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", ALL_TYPES)
+@pytest.mark.parametrize("edge_weight, clamp", RECIPES)
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cuda_backends_match_float64(backend, dtype, edge_weight, clamp, shape):
+    outs, y = inputs(shape, dtype, "cuda")
+    # Stage outputs in all three layouts, the target plain or channels_last.
+    mixed = [layouts(outs[0])["channels_last"], layouts(outs[1])["strided"], outs[2]]
+    y_in = layouts(y)["channels_last"] if shape[0] % 2 == 0 else y
+    check_backend(backend, mixed, y_in, OP_TOLERANCE[dtype], edge_weight, clamp)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("h, w", GPU_SMALL_SIZES)
+def test_cuda_backends_small_sizes_float64(backend, h, w):
+    check_backend(backend, *inputs((2, 3, h, w), torch.float64, "cuda"), 1e-12, 0.05, True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("stages", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("edge_weight", [0.05, 0.0])
+def test_cuda_cpp_stage_counts(stages, dtype, edge_weight):
+    """More stage outputs than one launch takes (3 in float32, 2 in float64 within the shared
+    memory budget): groups of launches, the target's gradient carried between them."""
+    outs, y = inputs((2, 3, 40, 150), dtype, "cuda", stages=stages)
+    on_backend("cuda", check_against_float64, outs, y, OP_TOLERANCE[dtype], edge_weight, True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("flags", [(True, False), (False, True)], ids=["outputs", "y"])
+@pytest.mark.parametrize("edge_weight, clamp", RECIPES[:2])
+def test_cuda_cpp_gradient_flags(flags, edge_weight, clamp):
+    outs, y = inputs((2, 3, 37, 140), torch.float32, "cuda")
+    op = torch.ops.mprnet.mprnet_loss
+    loss, grads, gy = on_backend("cuda", op, outs, y, 1e-3, edge_weight, clamp, *flags)
+    both = on_backend("cuda", op, outs, y, 1e-3, edge_weight, clamp, True, True)
+    assert torch.equal(loss, both[0])
+    if flags[0]:
+        assert gy.numel() == 0 and all(torch.equal(a, b) for a, b in zip(grads, both[1]))
+    else:
+        assert all(g.numel() == 0 for g in grads) and torch.equal(gy, both[2])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("edge_weight, clamp", RECIPES)
+def test_cuda_cpp_nan_inf_and_clamp_bounds(edge_weight, clamp):
+    outs, y = inputs((1, 2, 37, 140))
+    outs[0].view(-1)[:4] = torch.tensor([0.0, 1.0, -1.0, 2.0], dtype=torch.float64)
+    outs[1][0, 1, 20, 130] = float("nan")
+    outs[2][0, 0, 0, 127] = float("inf")
+    expected = forward_backward(reference(edge_weight, clamp), outs, y)
+    ours = on_backend("cuda", forward_backward, lambda o, t: mprnet_loss(o, t, 1e-3, edge_weight, clamp),
+                      [o.cuda() for o in outs], y.cuda())
+    assert_nonfinite_like(ours[0].cpu(), expected[0], "loss")
+    assert_nonfinite_like(ours[2].cpu(), expected[2], "grad_y", 1e-12)
+    for s, (a, b) in enumerate(zip(ours[1], expected[1])):
+        assert_nonfinite_like(a.cpu(), b, f"outputs[{s}]", 1e-12)
+    if clamp:
+        assert (ours[1][0].reshape(-1)[:4] == 0).all()
+
+
+@pytest.mark.gpu
+def test_cuda_backends_deterministic_and_agree():
+    outs, y = inputs((16, 3, 256, 256), torch.float32, "cuda")
+    op = torch.ops.mprnet.mprnet_loss
+    for backend in ("cuda", "triton"):
+        first = on_backend(backend, op, outs, y, 1e-3, 0.05, True, True, True)
+        second = on_backend(backend, op, outs, y, 1e-3, 0.05, True, True, True)
+        assert torch.equal(first[0], second[0]) and torch.equal(first[2], second[2]), backend
+        assert all(torch.equal(a, b) for a, b in zip(first[1], second[1])), backend
+    outs, y = inputs((2, 3, 70, 150), torch.float64, "cuda")
+    ours = on_backend("cuda", op, outs, y, 1e-3, 0.05, True, True, True)
+    triton = on_backend("triton", op, outs, y, 1e-3, 0.05, True, True, True)
+    from mprnet_kernels._extension import _C
+
+    host = _C._testing.mprnet_loss_tiles([o.cpu() for o in outs], y.cpu(), 1e-3, 0.05, True, True, True, 128, 0, 3,
+                                         False)
+    for other in (triton, host):
+        assert rel_err(ours[0], other[0].to(y.device)) < 1e-13
+        assert rel_err(ours[2], other[2].to(y.device)) < 1e-13
+        assert all(rel_err(a, b.to(y.device)) < 1e-13 for a, b in zip(ours[1], other[1]))
