@@ -23,6 +23,7 @@
 #include "common/checks.h"
 #include "ops/loss_tile.h"
 #include "ops/loss_tile_run.h"
+#include "ops/mprnet_loss_checks.h"
 #include "ops/ops.h"
 
 namespace mprnet {
@@ -168,14 +169,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> mprnet_loss_tiles(
     bool grad_outputs, bool grad_y, int64_t tile_w, int64_t chunk_rows, int64_t max_group,
     bool reverse_threads) {
   constexpr const char* kOp = "mprnet::testing::mprnet_loss_tiles";
-  check_floating(kOp, "y", y);
-  check_device_type(kOp, "y", y, c10::kCPU);
-  TORCH_CHECK_VALUE(y.dim() == 4, kOp, ": y must be a 4-D (N, C, H, W) tensor, got shape ", y.sizes());
-  TORCH_CHECK_VALUE(!outputs.empty(), kOp, ": outputs must hold at least one tensor, got none");
-  for (size_t s = 0; s < outputs.size(); ++s) {
-    const std::string name = "outputs[" + std::to_string(s) + "]";
-    check_like(kOp, name.c_str(), outputs[s], "y", y);
-  }
+  check_mprnet_loss_inputs(kOp, outputs, y, c10::kCPU);
   check_partition(kOp, tile_w, chunk_rows, max_group);
   const HostLauncher<loss_tile::kMaxStages> launch{tile_w, chunk_rows, max_group, reverse_threads};
   return loss_tile::run(launch, kOp, outputs, y, eps, edge_weight, /*charb=*/true, clamp, grad_outputs, grad_y);

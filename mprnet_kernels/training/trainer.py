@@ -119,8 +119,8 @@ def _train(config, d: Dist, checkpoint, loss_fn, on_step) -> TrainResult:
 
     net = model
     if d.active:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[d.device] if cuda else None, broadcast_buffers=False)
+        # MPRNet has no buffers, so DDP's buffer broadcast (and its deprecated switch) is moot.
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.device] if cuda else None)
     if config.compile:
         net = torch.compile(net)
 

@@ -28,6 +28,7 @@
 #include "ops/cpu/edge_loss.h"
 #include "ops/cpu/reduce.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/mprnet_loss_checks.h"
 #include "ops/ops.h"
 
 namespace mprnet {
@@ -243,15 +244,7 @@ constexpr const char* kOp = "mprnet::mprnet_loss";
 std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> mprnet_loss(
     at::TensorList outputs, const at::Tensor& y, double eps, double edge_weight, bool clamp,
     bool grad_outputs, bool grad_y) {
-  check_floating(kOp, "y", y);
-  check_device_type(kOp, "y", y, c10::kCPU);
-  TORCH_CHECK_VALUE(y.dim() == 4, kOp, ": y must be a 4-D (N, C, H, W) tensor, got shape ",
-                    y.sizes());
-  TORCH_CHECK_VALUE(!outputs.empty(), kOp, ": outputs must hold at least one tensor, got none");
-  for (size_t s = 0; s < outputs.size(); ++s) {
-    const std::string name = "outputs[" + std::to_string(s) + "]";
-    check_like(kOp, name.c_str(), outputs[s], "y", y);
-  }
+  check_mprnet_loss_inputs(kOp, outputs, y, c10::kCPU);
   std::vector<at::Tensor> grads;
   for (const auto& o : outputs) {
     grads.push_back(grad_outputs ? empty_output(o) : at::empty({0}, o.options()));

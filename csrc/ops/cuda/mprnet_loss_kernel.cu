@@ -12,6 +12,7 @@
 
 #include "common/checks.h"
 #include "ops/cuda/loss_tile.cuh"
+#include "ops/mprnet_loss_checks.h"
 #include "ops/ops.h"
 
 namespace mprnet {
@@ -23,14 +24,7 @@ constexpr const char* kOp = "mprnet::mprnet_loss";
 std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> mprnet_loss(
     at::TensorList outputs, const at::Tensor& y, double eps, double edge_weight, bool clamp,
     bool grad_outputs, bool grad_y) {
-  check_floating(kOp, "y", y);
-  check_device_type(kOp, "y", y, c10::kCUDA);
-  TORCH_CHECK_VALUE(y.dim() == 4, kOp, ": y must be a 4-D (N, C, H, W) tensor, got shape ", y.sizes());
-  TORCH_CHECK_VALUE(!outputs.empty(), kOp, ": outputs must hold at least one tensor, got none");
-  for (size_t s = 0; s < outputs.size(); ++s) {
-    const std::string name = "outputs[" + std::to_string(s) + "]";
-    check_like(kOp, name.c_str(), outputs[s], "y", y);
-  }
+  check_mprnet_loss_inputs(kOp, outputs, y, c10::kCUDA);
   const c10::cuda::CUDAGuard guard(y.device());
   return loss_tile::run(tiles::Launcher<loss_tile::kMaxStages>{}, kOp, outputs, y, eps, edge_weight,
                         /*charb=*/true, clamp, grad_outputs, grad_y);
