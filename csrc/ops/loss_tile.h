@@ -57,6 +57,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "ops/clamp01.h"
+
 #if defined(__CUDACC__)
 #define MPRNET_TILE_FN __device__ __forceinline__
 #else
@@ -207,17 +209,6 @@ MPRNET_TILE_FN unsigned row_bits(int64_t a, int64_t r0, int64_t r1) {
   const unsigned below_hi = hi >= 32 ? ~0u : (1u << hi) - 1u;
   const unsigned below_lo = lo >= 32 ? ~0u : (1u << lo) - 1u;
   return below_hi & ~below_lo;
-}
-
-// clamp(v, 0, 1) as torch.clamp (NaN stays NaN), and its gradient mask (1 strictly inside).
-template <typename T>
-MPRNET_TILE_FN T clamp01(T v) {
-  v = v < T(0) ? T(0) : v;
-  return v > T(1) ? T(1) : v;
-}
-template <typename T>
-MPRNET_TILE_FN bool inside01(T v) {
-  return v > T(0) && v < T(1);
 }
 
 // ------------------------------------------------------------------------------ launch data
@@ -461,7 +452,7 @@ MPRNET_TILE_FN void edge_block(Exec& ex, const Params<scalar_t, T>& p, int64_t b
                       const int slot = wrap<kCapD>(sD + r0 + r);
                       const T o = in ? (p.clamp ? clamp01(ov[s][r]) : ov[s][r]) : T(0);
                       bufD(s)[slot * kWD + jl] = in ? o - yv[r] : T(0);
-                      if (masked) bufM(s)[slot * TW + (jl - Sh::kHaloD)] = in && inside01(ov[s][r]) ? 1 : 0;
+                      if (masked) bufM(s)[slot * TW + (jl - Sh::kHaloD)] = in && clamp01_passes_grad(ov[s][r]) ? 1 : 0;
                     }
                   }
                 }
@@ -789,7 +780,7 @@ MPRNET_TILE_FN void charbonnier_block(Exec& ex, const Params<scalar_t, T>& p, in
           if (want_grad) {
             const T g = c.w;
             if (p.g[s] != nullptr) {
-              const bool keep = !p.clamp || inside01(ov);
+              const bool keep = !p.clamp || clamp01_passes_grad(ov);
               p.g[s][t.n * p.gs[s][0] + t.c * p.gs[s][1] + i * p.gs[s][2] + j * p.gs[s][3]] =
                   static_cast<scalar_t>(keep ? g : T(0));
             }

@@ -7,25 +7,12 @@
 #include <cmath>
 #include <cstdint>
 
+#include "ops/clamp01.h"
 #include "ops/cpu/reduce.h"
 #include "ops/cpu/vec_math.h"
 
 namespace mprnet {
 namespace cpu {
-
-// clamp(v, 0, 1) as torch.clamp computes it: NaN stays NaN (both comparisons are false).
-template <typename T>
-MPRNET_ALWAYS_INLINE T clamp01(T v) {
-  v = v < T(0) ? T(0) : v;
-  return v > T(1) ? T(1) : v;
-}
-
-// The gradient mask of torch.clamp(v, 0, 1): 1 strictly inside (0, 1), 0 at the bounds, outside
-// them and at NaN (torch passes no gradient at the bounds; tests/ops/test_mprnet_loss.py checks).
-template <typename T>
-MPRNET_ALWAYS_INLINE bool clamp01_passes_grad(T v) {
-  return v > T(0) && v < T(1);
-}
 
 // One element of charbonnier_chunk: adds its term to acc and writes its gradient.
 template <typename T, bool kGrad, bool kClamp, bool kAddend>
