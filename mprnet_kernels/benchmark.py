@@ -225,6 +225,20 @@ def _stage_outputs_inputs(shape, preset, device, dtype, g):
     return Inputs(outs + [y], outs, None, y)
 
 
+def _upsample_add_inputs(shape, preset, device, dtype, g):
+    n, c, h, w = shape  # x, the low-resolution operand; y, out and grad are twice as high and wide
+    x = _randn(shape, device, dtype, g).requires_grad_()
+    y, grad = (_randn((n, c, 2 * h, 2 * w), device, dtype, g) for _ in range(2))
+    y.requires_grad_()
+    return Inputs([x, y], [x, y], grad, x)
+
+
+def _upsample_add_reference(x, y):
+    import torch.nn.functional as F
+
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False) + y
+
+
 def _sam_gate_reference(x1, z, x):
     return x1 * torch.sigmoid(z) + x
 
@@ -266,6 +280,10 @@ def _ops():
                 no_layout, forward_passes=2),
         OpBench("mprnet_loss", 13, _stage_outputs_inputs, mprnet_loss_ours, mprnet_loss_eager, no_layout,
                 forward_passes=4),
+        # In passes of x (a quarter of y): forward reads x and y and writes out (1 + 4 + 4);
+        # backward reads grad and writes grad_x (4 + 1; grad_y is grad itself).
+        OpBench("upsample2x_add", 14, _upsample_add_inputs, lambda p: ops.upsample2x_add,
+                lambda p: _upsample_add_reference, forward_passes=9),
     ]}
 
 

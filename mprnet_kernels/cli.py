@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     compile_group.add_argument("--no-compile", dest="compile", action="store_false",
                                help="leave torch.compile out (the compile column shows -)")
     bench.add_argument("--ops", metavar="LIST", default="",
-                       help="comma list of ops to run (sam_gate,ca_tail,charbonnier_loss,edge_loss,mprnet_loss) "
+                       help="comma list of ops to run (sam_gate,ca_tail,charbonnier_loss,edge_loss,mprnet_loss,upsample2x_add) "
                             "and/or 'model' (inference and a training step end to end); default all")
     bench.add_argument("--presets", metavar="LIST", default="",
                        help="comma list of presets (deblur,derain,denoise); default deblur, all with --full")

@@ -9,7 +9,9 @@ each fused op sees, with how many times per forward:
   both of that shape);
 * ``sam_gate``: the feature input of every SAM (x1, z and x all have that shape);
 * ``charbonnier_loss``, ``edge_loss``: one stage output (what each term of the loss sees);
-* ``mprnet_loss``: one stage output, three of which (the model's outputs) make one call.
+* ``mprnet_loss``: one stage output, three of which (the model's outputs) make one call;
+* ``upsample2x_add``: the low-resolution input x of every resize-and-add (SkipUpSample, the
+  ORSNet's upsampled branches), recorded by wrapping the model's ``_up2_add``.
 
 The fast model is the one hooked because its shapes are the ones the fused ops are called
 with: it batches the four stage-1 patches as 4N and the two stage-2 halves as 2N, where the
@@ -32,7 +34,7 @@ from .reference import PRESETS
 __all__ = ["BENCH_INPUTS", "OPS", "OpShape", "model_shapes", "representative_shape", "shapes_for"]
 
 #: The fused ops, in the order tables list them.
-OPS = ("sam_gate", "ca_tail", "charbonnier_loss", "edge_loss", "mprnet_loss")
+OPS = ("sam_gate", "ca_tail", "charbonnier_loss", "edge_loss", "mprnet_loss", "upsample2x_add")
 
 #: The model inputs (batch, image side) whose op shapes the benchmarks time, by device and run:
 #: "full" for `mprnet-kernels bench --full` and the pytest-benchmark suite (on a GPU, the
@@ -68,9 +70,16 @@ def model_shapes(preset: str, batch: int = 1, height: int = 256, width: int = 25
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    seen = {"ca_tail": Counter(), "sam_gate": Counter()}
+    seen = {"ca_tail": Counter(), "sam_gate": Counter(), "upsample2x_add": Counter()}
     with torch.device("meta"):
         model = MPRNet.from_preset(preset).eval()
+    up2_add = model._up2_add
+
+    def recording_up2_add(x, y):  # an instance attribute: shadows the method for this model only
+        seen["upsample2x_add"].update([tuple(x.shape)])
+        return up2_add(x, y)
+
+    model._up2_add = recording_up2_add
     hooks = []
     for module in model.modules():
         op = "ca_tail" if isinstance(module, fused.CAB) else "sam_gate" if isinstance(module, fused.SAM) else None

@@ -17,11 +17,14 @@ __all__ = [
     "assert_nonfinite_like",
     "assert_raises_mentioning",
     "assert_same_bits",
+    "assert_step_close",
+    "assert_half_step_close",
     "at_thread_counts",
     "check_against_float64",
     "forward_backward",
     "grads_through",
     "layouts",
+    "model_step",
     "opcheck_inputs",
     "rel_err",
     "seeded_randn",
@@ -145,3 +148,50 @@ def grads_through(param: torch.Tensor, loss: torch.Tensor, expected: torch.Tenso
     param.grad = None
     expected.backward()
     return ours, param.grad
+
+
+def model_step(model, loss_fn, x: torch.Tensor, y: torch.Tensor, autocast_dtype=None) -> tuple:
+    """One forward (under autocast to autocast_dtype when given), loss and backward of a model:
+    (outputs, loss, input gradient, {parameter name: gradient})."""
+    model.zero_grad(set_to_none=True)
+    x = x.detach().requires_grad_()
+    with torch.autocast(x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        outs = model(x)
+        loss = loss_fn(outs, y)
+    loss.backward()
+    return outs, loss, x.grad, {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+def _flat(grads: dict) -> torch.Tensor:
+    return torch.cat([grads[k].detach().double().cpu().reshape(-1) for k in sorted(grads)])
+
+
+def assert_step_close(ours: tuple, expected: tuple, tol: float) -> None:
+    """Two model_step results agree within tol: every output, the loss, the input gradient and
+    each parameter gradient."""
+    (out, loss, gx, gp), (ref_out, ref_loss, ref_gx, ref_gp) = ours, expected
+    for i, (a, b) in enumerate(zip(out, ref_out)):
+        assert rel_err(a.float(), b.float()) < tol, f"output {i}"
+    assert rel_err(loss.float(), ref_loss.float()) < tol, "loss"
+    assert rel_err(gx.float(), ref_gx.float()) < tol, "input gradient"
+    assert gp.keys() == ref_gp.keys()
+    for name in ref_gp:
+        assert rel_err(gp[name].float(), ref_gp[name].float()) < tol, name
+
+
+def assert_half_step_close(ours: tuple, reference_half: tuple, expected: tuple, tol: float = 2e-2) -> None:
+    """A model_step under bf16/fp16 autocast against the float64 step `expected`: the outputs,
+    the loss and all parameter gradients taken together within tol, and the input gradient
+    within tol or 1.5x the error of the reference model's own autocast step (`reference_half`),
+    whichever is larger. Why not each gradient alone: the reference itself, in autocast, is
+    2.7e-2 off float64 in its input gradient and up to 6e-2 in single small weight gradients
+    (1x1 convs of a channel attention, the PReLU's scalar), bf16 rounding in long sums, while
+    all its parameter gradients together are 0.7e-2 off."""
+    (out, loss, gx, gp), (_, _, ref_gx, _), (e_out, e_loss, e_gx, e_gp) = ours, reference_half, expected
+    for i, (a, b) in enumerate(zip(out, e_out)):
+        assert rel_err(a.float(), b) < tol, f"output {i}"
+    assert rel_err(loss.float(), e_loss) < tol, "loss"
+    assert gp.keys() == e_gp.keys()
+    assert rel_err(_flat(gp), _flat(e_gp)) < tol, "parameter gradients"
+    allowed = max(tol, 1.5 * rel_err(ref_gx.float(), e_gx))
+    assert rel_err(gx.float(), e_gx) < allowed, "input gradient"

@@ -77,7 +77,9 @@ def op_params(op: str, layouts: Sequence[str] = ("contiguous",), top: int = 3) -
 
 
 def make_inputs(op: str, preset: str, shape, device: str, dtype: torch.dtype, layout: str = "contiguous") -> mk.Inputs:
-    """The op's inputs (OP_BENCHES) at `shape`, the tensors of that shape in `layout`."""
+    """The op's inputs (OP_BENCHES) at `shape`, its feature maps (4-D tensors with `shape`'s
+    batch and channels, whatever their height and width: upsample2x_add's y is twice x's) in
+    `layout`."""
     g = torch.Generator(device=device).manual_seed(0)
     inputs = mk.OP_BENCHES[op].make_inputs(tuple(shape), preset, device, dtype, g)
     if layout == "contiguous":
@@ -85,7 +87,7 @@ def make_inputs(op: str, preset: str, shape, device: str, dtype: torch.dtype, la
     fmt = LAYOUTS[layout]
 
     def convert(t):
-        if t is None or t.dim() != 4 or tuple(t.shape) != tuple(shape):
+        if t is None or t.dim() != 4 or tuple(t.shape[:2]) != tuple(shape[:2]):
             return t
         return t.detach().contiguous(memory_format=fmt).requires_grad_(t.requires_grad)
 

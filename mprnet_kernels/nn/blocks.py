@@ -32,7 +32,6 @@ import torch.nn as nn
 from ..ops.ca_tail import ca_tail
 from ..ops.sam_gate import sam_gate
 from ..reference import blocks as reference
-from ..reference.blocks import conv
 
 __all__ = ["CALayer", "CAB", "SAM", "replace_blocks"]
 
@@ -47,34 +46,48 @@ def _tail_operands(x: torch.Tensor, r: torch.Tensor):
     return x.to(dtype), r.to(dtype)
 
 
-class CALayer(nn.Module):
+class _FusedBlock(nn.Module):
+    """A fused block made of a reference block's own sub-modules: the structure (sub-module
+    names, registration order, parameter init) has one home, the reference module, and the
+    fused one only changes ``forward``. ``_take(ref)`` registers what it keeps of `ref`."""
+
+    _reference: type = nn.Module
+
+    def _take(self, ref: nn.Module) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_reference(cls, ref: nn.Module):
+        """The fused twin of a reference block, sharing its convolutions and activation objects
+        (no parameter created or copied; a PReLU shared between blocks stays shared)."""
+        if not isinstance(ref, cls._reference):
+            raise TypeError(f"{cls.__name__}.from_reference: expected a reference {cls._reference.__name__}, "
+                            f"got {type(ref).__name__}")
+        block = cls.__new__(cls)
+        nn.Module.__init__(block)
+        block._take(ref)
+        block.train(ref.training)
+        return block
+
+
+class CALayer(_FusedBlock):
     """Channel attention, ``x * sigmoid(W2 relu(W1 mean_hw(x) + b1) + b2)``, as one fused op.
 
     ``forward(x, residual)`` adds ``residual`` in the same pass (what CAB uses); without it the
     residual is a zero tensor, one extra read that a standalone CALayer pays.
     """
 
+    _reference = reference.CALayer
+
     def __init__(self, channel: int, reduction: int = 4, bias: bool = False):
         super().__init__()
-        if channel // reduction < 1:
-            raise ValueError(
-                f"CALayer: channel // reduction must be at least 1, got channel={channel}, "
-                f"reduction={reduction}")
-        hidden = channel // reduction
-        # The same Sequential as the reference (ReLU and Sigmoid included) so that the weight
-        # keys stay conv_du.0 and conv_du.2; forward reads the weights, not the modules.
-        self.conv_du = nn.Sequential(
-            nn.Conv2d(channel, hidden, 1, padding=0, bias=bias),
-            nn.ReLU(),
-            nn.Conv2d(hidden, channel, 1, padding=0, bias=bias),
-            nn.Sigmoid(),
-        )
+        self._take(reference.CALayer(channel, reduction, bias=bias))
 
-    @classmethod
-    def from_reference(cls, layer: reference.CALayer) -> "CALayer":
-        """The fused twin of a reference CALayer, sharing its convolutions (no copy)."""
-        _check_reference(cls, reference.CALayer, layer)
-        return _adopt(cls, layer, conv_du=layer.conv_du)
+    def _take(self, ref: reference.CALayer) -> None:
+        # The reference's Sequential (ReLU and Sigmoid included) keeps the weight keys conv_du.0
+        # and conv_du.2; forward reads the weights, not the modules. Its pooling module is not
+        # kept (no parameters; ca_tail pools).
+        self.conv_du = ref.conv_du
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         if residual is None:
@@ -84,7 +97,7 @@ class CALayer(nn.Module):
         return ca_tail(x, residual, down.weight, down.bias, up.weight, up.bias)
 
 
-class CAB(nn.Module):
+class CAB(_FusedBlock):
     """Channel attention block ``CA(conv(act(conv(x)))) + x``, the tail fused into one op.
 
     ``act`` is shared the way the reference shares it (MPRNet passes one ``nn.PReLU`` to every
@@ -92,45 +105,34 @@ class CAB(nn.Module):
     ``body``, the upstream state_dict order.
     """
 
+    _reference = reference.CAB
+
     def __init__(self, n_feat: int, kernel_size: int = 3, reduction: int = 4,
                  bias: bool = False, act: Optional[nn.Module] = None):
         super().__init__()
-        if act is None:
-            act = nn.PReLU()
-        self.CA = CALayer(n_feat, reduction, bias=bias)
-        self.body = nn.Sequential(
-            conv(n_feat, n_feat, kernel_size, bias=bias),
-            act,
-            conv(n_feat, n_feat, kernel_size, bias=bias),
-        )
+        self._take(reference.CAB(n_feat, kernel_size, reduction, bias, act))
 
-    @classmethod
-    def from_reference(cls, block: reference.CAB) -> "CAB":
-        """The fused twin of a reference CAB, sharing its convolutions and its ``act`` object
-        (so a PReLU shared between blocks stays shared)."""
-        _check_reference(cls, reference.CAB, block)
-        return _adopt(cls, block, CA=CALayer.from_reference(block.CA), body=block.body)
+    def _take(self, ref: reference.CAB) -> None:
+        self.CA = CALayer.from_reference(ref.CA)
+        self.body = ref.body
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.CA(self.body(x), residual=x)
 
 
-class SAM(nn.Module):
+class SAM(_FusedBlock):
     """Supervised attention module: returns ``(conv1(x) * sigmoid(conv3(img)) + x, img)`` with
     ``img = conv2(x) + x_img``, the gate fused into one op."""
+
+    _reference = reference.SAM
 
     def __init__(self, n_feat: int, kernel_size: int = 1, bias: bool = False,
                  img_channels: int = 3):
         super().__init__()
-        self.conv1 = conv(n_feat, n_feat, kernel_size, bias=bias)
-        self.conv2 = conv(n_feat, img_channels, kernel_size, bias=bias)
-        self.conv3 = conv(img_channels, n_feat, kernel_size, bias=bias)
+        self._take(reference.SAM(n_feat, kernel_size, bias, img_channels))
 
-    @classmethod
-    def from_reference(cls, block: reference.SAM) -> "SAM":
-        """The fused twin of a reference SAM, sharing its convolutions (no copy)."""
-        _check_reference(cls, reference.SAM, block)
-        return _adopt(cls, block, conv1=block.conv1, conv2=block.conv2, conv3=block.conv3)
+    def _take(self, ref: reference.SAM) -> None:
+        self.conv1, self.conv2, self.conv3 = ref.conv1, ref.conv2, ref.conv3
 
     def forward(self, x: torch.Tensor, x_img: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         img = self.conv2(x) + x_img
@@ -141,26 +143,9 @@ class SAM(nn.Module):
         return sam_gate(x1, z, x), img
 
 
-def _check_reference(cls, ref_cls, ref: nn.Module) -> None:
-    if not isinstance(ref, ref_cls):
-        raise TypeError(f"{cls.__name__}.from_reference: expected a reference {ref_cls.__name__}, "
-                        f"got {type(ref).__name__}")
-
-
-def _adopt(cls, ref: nn.Module, **children: nn.Module) -> nn.Module:
-    """An instance of `cls` built from `ref`'s own sub-modules (registered in the given order,
-    which is the reference's), without creating or copying any parameter."""
-    block = cls.__new__(cls)
-    nn.Module.__init__(block)
-    for name, child in children.items():
-        setattr(block, name, child)
-    block.train(ref.training)
-    return block
-
-
 def _convert(module: nn.Module) -> Optional[nn.Module]:
     for fused in (CALayer, CAB, SAM):
-        if isinstance(module, getattr(reference, fused.__name__)):
+        if isinstance(module, fused._reference):
             return fused.from_reference(module)
     return None
 

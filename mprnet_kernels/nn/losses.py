@@ -1,5 +1,6 @@
 """Loss modules backed by the fused ops: drop-in replacements for the reference modules in
-mprnet_kernels.reference.losses (same constructors, same calls).
+mprnet_kernels.reference.losses (subclasses of them: the same constructors, attributes and calls;
+only forward differs).
 
 Mixed dtypes (autocast): the ops take two tensors of one dtype. When the prediction and the
 target differ, as with a bfloat16 or float16 prediction under autocast and a float32 target,
@@ -12,11 +13,11 @@ the loss is computed, and returned, in that promoted dtype.
 from typing import Sequence, Union
 
 import torch
-import torch.nn as nn
 
 from ..ops.charbonnier_loss import charbonnier_loss
 from ..ops.edge_loss import edge_loss
 from ..ops.mprnet_loss import mprnet_loss
+from ..reference import losses as reference
 
 __all__ = ["CharbonnierLoss", "EdgeLoss", "MPRNetLoss"]
 
@@ -29,41 +30,27 @@ def promote_pair(x: torch.Tensor, y: torch.Tensor):
     return x.to(dtype), y.to(dtype)
 
 
-class EdgeLoss(nn.Module):
+class EdgeLoss(reference.EdgeLoss):
     """mean(sqrt(lap(x - y)^2 + eps^2)), the Laplacian edge loss of MPRNet, for (N, C, H, W)
     inputs of any channel count: one fused op (mprnet::edge_loss) that reads x and y once and
     writes the gradient in the same pass when one is needed."""
-
-    def __init__(self, eps: float = 1e-3):
-        super().__init__()
-        self.eps = eps
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = promote_pair(x, y)
         return edge_loss(x, y, self.eps)
 
-    def extra_repr(self) -> str:
-        return f"eps={self.eps}"
 
-
-class CharbonnierLoss(nn.Module):
+class CharbonnierLoss(reference.CharbonnierLoss):
     """mean(sqrt((x - y)^2 + eps^2)) over all elements, any shape: one fused op
     (mprnet::charbonnier_loss) that reads x and y once and writes the gradient in the same pass
     when one is needed."""
-
-    def __init__(self, eps: float = 1e-3):
-        super().__init__()
-        self.eps = eps
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = promote_pair(x, y)
         return charbonnier_loss(x, y, self.eps)
 
-    def extra_repr(self) -> str:
-        return f"eps={self.eps}"
 
-
-class MPRNetLoss(nn.Module):
+class MPRNetLoss(reference.MPRNetLoss):
     """The MPRNet training objective over all stage outputs, as one fused op
     (mprnet::mprnet_loss) that reads the target once for every stage and both terms:
 
@@ -78,19 +65,9 @@ class MPRNetLoss(nn.Module):
     (N, C, H, W) tensors; with edge_weight=0 any shape is accepted, as by the reference.
     """
 
-    def __init__(self, edge_weight: float = 0.05, eps: float = 1e-3, clamp: bool = False):
-        super().__init__()
-        self.edge_weight = edge_weight
-        self.eps = eps
-        self.clamp = clamp
-
     def forward(self, outputs: Union[Sequence[torch.Tensor], torch.Tensor],
                 target: torch.Tensor) -> torch.Tensor:
-        if isinstance(outputs, torch.Tensor):
-            outputs = [outputs]
-        outputs = list(outputs)
-        if not outputs:
-            raise ValueError("MPRNetLoss: expected at least one output tensor, got none")
+        outputs = reference.stage_outputs(outputs)
         dtype = target.dtype
         for out in outputs:
             dtype = torch.promote_types(dtype, out.dtype)
@@ -102,9 +79,6 @@ class MPRNetLoss(nn.Module):
             outputs = [_as_4d(out) for out in outputs]
             target = _as_4d(target)
         return mprnet_loss(outputs, target, self.eps, self.edge_weight, self.clamp)
-
-    def extra_repr(self) -> str:
-        return f"edge_weight={self.edge_weight}, eps={self.eps}, clamp={self.clamp}"
 
 
 def _as_4d(t: torch.Tensor) -> torch.Tensor:

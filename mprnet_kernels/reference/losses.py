@@ -7,7 +7,7 @@ linearity of the Laplacian, are checked against the original formulation.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import List, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -110,6 +110,16 @@ class EdgeLoss(nn.Module):
         return f"eps={self.eps}"
 
 
+def stage_outputs(outputs: Union[Sequence[torch.Tensor], torch.Tensor]) -> List[torch.Tensor]:
+    """The stage outputs an MPRNetLoss takes, as a list: the model's list, or one tensor."""
+    if isinstance(outputs, torch.Tensor):
+        outputs = [outputs]
+    outputs = list(outputs)
+    if not outputs:
+        raise ValueError("MPRNetLoss: expected at least one output tensor, got none")
+    return outputs
+
+
 class MPRNetLoss(nn.Module):
     """The MPRNet training objective over all stage outputs.
 
@@ -132,11 +142,7 @@ class MPRNetLoss(nn.Module):
 
     def forward(self, outputs: Union[Sequence[torch.Tensor], torch.Tensor],
                 target: torch.Tensor) -> torch.Tensor:
-        if isinstance(outputs, torch.Tensor):
-            outputs = [outputs]
-        outputs = list(outputs)
-        if not outputs:
-            raise ValueError("MPRNetLoss: expected at least one output tensor, got none")
+        outputs = stage_outputs(outputs)
         if self.clamp:
             outputs = [torch.clamp(out, 0, 1) for out in outputs]
 

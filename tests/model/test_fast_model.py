@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from helpers import rel_err
-from mprnet_kernels import reference
+from helpers import assert_half_step_close, model_step, rel_err
+from mprnet_kernels import MPRNetLoss, reference
 from mprnet_kernels.fixture import FIXTURE_TOLERANCE, fixture_errors
 from mprnet_kernels.model import MPRNet, Rewrites
 
@@ -125,15 +125,20 @@ def test_float32_and_channels_last_within_model_tolerance():
             assert rel_err(a, b) < 1e-4
 
 
-def test_bf16_autocast_within_tolerance():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_autocast_step_within_tolerance(dtype):
+    """Outputs, loss and gradients of a step under autocast against float64 (helpers'
+    assert_half_step_close says how the gradients are held)."""
     ref, fast = _pair()
-    x = torch.rand(1, 3, 32, 32)
-    with torch.no_grad():
-        expected = ref(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = fast(x)
-    for a, b in zip(out, expected):
-        assert rel_err(a.float(), b) < 2e-2
+    ref64 = reference.MPRNet(n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=1).double()
+    ref64.load_state_dict(ref.state_dict())
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 32, 40, generator=g)
+    y = torch.rand(x.shape, generator=g)
+    expected = model_step(ref64, reference.MPRNetLoss(), x.double(), y.double())
+    ref_half = model_step(ref, reference.MPRNetLoss(), x, y, dtype)
+    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+        assert_half_step_close(model_step(fast, MPRNetLoss(), inp, y, dtype), ref_half, expected)
 
 
 def test_optimizer_steps_track_the_reference():

@@ -1,0 +1,29 @@
+"""mprnet::upsample2x_add (bilinear x2 of x, align_corners=False, plus y, in one pass): ours (the
+C++ CPU kernel; on CUDA the Triton one) vs the eager ``F.interpolate(x, scale_factor=2,
+mode="bilinear") + y`` vs torch.compile of it, at the shapes of x (the low-resolution operand)
+the fast model's resize-and-adds see for each preset (bench/ops/_common.py).
+
+Bytes the fused op must move, in passes of x (y, out and grad are 4 times larger): forward reads
+x and y and writes out (1 + 4 + 4); backward reads grad and writes grad_x (4 + 1; grad_y is grad
+itself): 14 in all. Eager writes the resized x and reads it again forward, and its backward
+(upsample_bilinear2d_backward) zero-fills grad_x before scattering into it.
+Layouts: channels_last (what the fast model feeds it) at every shape, contiguous at the heaviest.
+
+    python -m pytest bench/ops/bench_upsample2x_add.py --benchmark-only [-k "cpu and deblur and not compile"]
+"""
+
+import pytest
+
+from _common import op_params, run_op
+
+CASES = op_params("upsample2x_add", ("channels_last", "contiguous"))
+
+
+@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
+def bench_upsample2x_add_forward(benchmark, device_name, preset, shape, dtype, layout, impl):
+    run_op(benchmark, "upsample2x_add", "forward", device_name, preset, shape, dtype, layout, impl)
+
+
+@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
+def bench_upsample2x_add_forward_backward(benchmark, device_name, preset, shape, dtype, layout, impl):
+    run_op(benchmark, "upsample2x_add", "forward+backward", device_name, preset, shape, dtype, layout, impl)
