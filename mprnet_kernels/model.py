@@ -10,7 +10,11 @@ be switched off on its own through `Rewrites` so that its effect and exactness c
   six passes through the stage-1/2 networks into two, with bigger, faster convolutions. The
   batches are ordered sample by sample, so that in channels_last the split into halves and the
   joins back are views rather than copies, and the joins that must copy (the stage-1 width joins)
-  write once into a buffer in the features' own layout (see `_regrouped`).
+  write once into a buffer in the features' own layout (see `_regrouped`). Eager only: under
+  torch.compile the patches run one by one as in the reference (joined by torch.cat), because
+  Inductor (torch 2.14) fails on those views once shapes are dynamic (any compiled call after a
+  second input size): saved for backward, they are graph outputs with symbolic strides that it
+  orders without its shape environment ("cannot determine truth value of Relational").
 - ``conv_before_upsample``: a bias-free 1x1 conv commutes with the bilinear x2 resize (both are
   linear, the resize per channel), so UpSample/SkipUpSample convolve at the low resolution (4x
   fewer FLOPs and bytes). In stage 3 the chains 1x1 -> resize -> 1x1 -> resize -> 1x1 collapse
@@ -262,7 +266,7 @@ class MPRNet(reference.MPRNet):
         return [o.contiguous(memory_format=layout) for o in outputs]
 
     def _forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        if self.rewrites.batch_patches:
+        if self.rewrites.batch_patches and not torch.compiler.is_compiling():  # docstring
             halves = _halves(x)
             feat1, res1, sam_feat, stage1_img = self._stage(self._stage1_batched, x, halves)
             feat2, res2 = self._stage(self._stage2_batched, halves, sam_feat, feat1, res1)

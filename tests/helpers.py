@@ -159,7 +159,8 @@ def model_step(model, loss_fn, x: torch.Tensor, y: torch.Tensor, autocast_dtype=
         outs = model(x)
         loss = loss_fn(outs, y)
     loss.backward()
-    return outs, loss, x.grad, {k: p.grad.clone() for k, p in model.named_parameters()}
+    # A torch.compile'd module names its parameters "_orig_mod.<name>".
+    return outs, loss, x.grad, {k.replace("_orig_mod.", ""): p.grad.clone() for k, p in model.named_parameters()}
 
 
 def _flat(grads: dict) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from helpers import assert_half_step_close, model_step, rel_err
+from helpers import assert_half_step_close, assert_step_close, model_step, rel_err
 from mprnet_kernels import MPRNetLoss, reference
 from mprnet_kernels.fixture import FIXTURE_TOLERANCE, fixture_errors
 from mprnet_kernels.model import MPRNet, Rewrites
@@ -162,6 +162,20 @@ def test_torch_compile_fullgraph_forward_backward():
     out[0].sum().backward()
     for a, b in zip(out, fast(x)):
         assert rel_err(a, b) < 1e-5
+
+
+@pytest.mark.slow
+def test_inductor_dynamic_shapes_training_step():
+    """torch.compile's default backend with dynamic shapes (what any compiled call after a second
+    input size gets) compiles a training step and gives the eager numbers. It failed in Inductor
+    while the compiled forward batched the patches as views (model docstring, batch_patches)."""
+    ref, fast = _pair()
+    compiled = torch.compile(fast, fullgraph=True, dynamic=True)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 24, 32, generator=g)
+    y = torch.rand(x.shape, generator=g)
+    expected = model_step(ref, reference.MPRNetLoss(), x, y)
+    assert_step_close(model_step(compiled, MPRNetLoss(), x, y), expected, 1e-4)
 
 
 class _OpCounter(TorchDispatchMode):
