@@ -1,8 +1,8 @@
 """The fast MPRNet on a CUDA device (bench/gpu_check.sh runs these; skipped elsewhere): float64
 forward and every gradient against the reference on the same device, float32 and bf16 autocast
 in both layouts, torch.compile (inductor, fullgraph) forward and backward, and a training step
-captured in a CUDA graph and replayed. Each runs with the ops on Triton and on CUDA C++ where
-this build has both."""
+captured in a CUDA graph and replayed. Each but the compiled one runs with the ops on Triton and
+on CUDA C++ where this build has both."""
 
 import contextlib
 
@@ -82,21 +82,20 @@ def test_float32_and_bf16_autocast(backend, layout):
             assert_half_step_close(model_step(fast, MPRNetLoss(), xl, y, dtype), ref_half[dtype], expected)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_torch_compile_inductor_fullgraph(backend):
-    ref, fast = _pair()
+def test_torch_compile_inductor_fullgraph():
+    """Inductor, fullgraph, the default backends, float32 (one compile: a minute of the GPU
+    check's budget; the bf16 autocast compiled model and training step are checked against the
+    reference by `mprnet-kernels bench` before it times them)."""
+    _, fast = _pair()
     g = torch.Generator(device="cuda").manual_seed(2)
     x = torch.rand(2, 3, 32, 32, device="cuda", generator=g)
     y = torch.rand(x.shape, device="cuda", generator=g)
     ref64, _ = _pair(torch.float64)
     expected = model_step(ref64, reference.MPRNetLoss(), x.double(), y.double())
-    ref_half = model_step(ref, reference.MPRNetLoss(), x, y, torch.bfloat16)
-    with ops_on(backend), no_tf32():
+    with no_tf32():
         torch._dynamo.reset()
         compiled = torch.compile(fast, fullgraph=True)
-        loss_fn = torch.compile(MPRNetLoss(), fullgraph=True)
-        assert_step_close(model_step(compiled, loss_fn, x, y), expected, 1e-4)
-        assert_half_step_close(model_step(compiled, loss_fn, x, y, torch.bfloat16), ref_half, expected)
+        assert_step_close(model_step(compiled, torch.compile(MPRNetLoss(), fullgraph=True), x, y), expected, 1e-4)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
