@@ -123,3 +123,20 @@ def run_op(benchmark, op: str, mode: str, device: str, preset: str, shape, dtype
         return run_benchmark(benchmark, mk.timed_call(fn, inputs, mode), device,
                              bytes_moved=bench.bytes_moved(inputs, mode), op=op, preset=preset, impl=impl, mode=mode,
                              dtype=str(dtype), shape=list(shape), layout=layout, rel_err=err)
+
+
+def op_benchmarks(op: str, layouts: Sequence[str] = ("contiguous",)) -> tuple:
+    """(CASES, forward benchmark, forward+backward benchmark) for a bench_<op>.py module, which
+    binds them to bench_<op>_forward and bench_<op>_forward_backward (pytest collects a module's
+    functions by those names)."""
+    cases = op_params(op, layouts)
+
+    def benchmark_of(mode: str):
+        @pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", cases)
+        def bench(benchmark, device_name, preset, shape, dtype, layout, impl):
+            run_op(benchmark, op, mode, device_name, preset, shape, dtype, layout, impl)
+
+        bench.__name__ = f"bench_{op}_{mode.replace('+', '_')}"
+        return bench
+
+    return cases, benchmark_of("forward"), benchmark_of("forward+backward")

@@ -12,18 +12,6 @@ Layouts: channels_last (what the fast model feeds it) at every shape, contiguous
     python -m pytest bench/ops/bench_ca_tail.py --benchmark-only [-k "cpu and deblur and not compile"]
 """
 
-import pytest
+from _common import op_benchmarks
 
-from _common import op_params, run_op
-
-CASES = op_params("ca_tail", ("channels_last", "contiguous"))
-
-
-@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
-def bench_ca_tail_forward(benchmark, device_name, preset, shape, dtype, layout, impl):
-    run_op(benchmark, "ca_tail", "forward", device_name, preset, shape, dtype, layout, impl)
-
-
-@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
-def bench_ca_tail_forward_backward(benchmark, device_name, preset, shape, dtype, layout, impl):
-    run_op(benchmark, "ca_tail", "forward+backward", device_name, preset, shape, dtype, layout, impl)
+CASES, bench_ca_tail_forward, bench_ca_tail_forward_backward = op_benchmarks("ca_tail", ("channels_last", "contiguous"))

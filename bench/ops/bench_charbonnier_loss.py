@@ -10,18 +10,6 @@ per-element gradient in the same pass (3 passes; 2 without); backward reads it a
     python -m pytest bench/ops/bench_charbonnier_loss.py --benchmark-only
 """
 
-import pytest
+from _common import op_benchmarks
 
-from _common import op_params, run_op
-
-CASES = op_params("charbonnier_loss")
-
-
-@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
-def bench_charbonnier_loss_forward(benchmark, device_name, preset, shape, dtype, layout, impl):
-    run_op(benchmark, "charbonnier_loss", "forward", device_name, preset, shape, dtype, layout, impl)
-
-
-@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
-def bench_charbonnier_loss_forward_backward(benchmark, device_name, preset, shape, dtype, layout, impl):
-    run_op(benchmark, "charbonnier_loss", "forward+backward", device_name, preset, shape, dtype, layout, impl)
+CASES, bench_charbonnier_loss_forward, bench_charbonnier_loss_forward_backward = op_benchmarks("charbonnier_loss")

@@ -15,18 +15,6 @@ PyTorch bug of the kind of pytorch/pytorch#171622). Checked against float64 befo
     python -m pytest bench/ops/bench_edge_loss.py --benchmark-only
 """
 
-import pytest
+from _common import op_benchmarks
 
-from _common import op_params, run_op
-
-CASES = op_params("edge_loss")
-
-
-@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
-def bench_edge_loss_forward(benchmark, device_name, preset, shape, dtype, layout, impl):
-    run_op(benchmark, "edge_loss", "forward", device_name, preset, shape, dtype, layout, impl)
-
-
-@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
-def bench_edge_loss_forward_backward(benchmark, device_name, preset, shape, dtype, layout, impl):
-    run_op(benchmark, "edge_loss", "forward+backward", device_name, preset, shape, dtype, layout, impl)
+CASES, bench_edge_loss_forward, bench_edge_loss_forward_backward = op_benchmarks("edge_loss")

@@ -12,18 +12,6 @@ term alone. Compiled without inductor's layout optimization (see bench_edge_loss
     python -m pytest bench/ops/bench_mprnet_loss.py --benchmark-only
 """
 
-import pytest
+from _common import op_benchmarks
 
-from _common import op_params, run_op
-
-CASES = op_params("mprnet_loss")
-
-
-@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
-def bench_mprnet_loss_forward(benchmark, device_name, preset, shape, dtype, layout, impl):
-    run_op(benchmark, "mprnet_loss", "forward", device_name, preset, shape, dtype, layout, impl)
-
-
-@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
-def bench_mprnet_loss_forward_backward(benchmark, device_name, preset, shape, dtype, layout, impl):
-    run_op(benchmark, "mprnet_loss", "forward+backward", device_name, preset, shape, dtype, layout, impl)
+CASES, bench_mprnet_loss_forward, bench_mprnet_loss_forward_backward = op_benchmarks("mprnet_loss")

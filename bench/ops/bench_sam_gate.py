@@ -9,18 +9,6 @@ Layouts: channels_last (what the fast model feeds it) at every shape, contiguous
     python -m pytest bench/ops/bench_sam_gate.py --benchmark-only [-k "cpu and deblur and not compile"]
 """
 
-import pytest
+from _common import op_benchmarks
 
-from _common import op_params, run_op
-
-CASES = op_params("sam_gate", ("channels_last", "contiguous"))
-
-
-@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
-def bench_sam_gate_forward(benchmark, device_name, preset, shape, dtype, layout, impl):
-    run_op(benchmark, "sam_gate", "forward", device_name, preset, shape, dtype, layout, impl)
-
-
-@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
-def bench_sam_gate_forward_backward(benchmark, device_name, preset, shape, dtype, layout, impl):
-    run_op(benchmark, "sam_gate", "forward+backward", device_name, preset, shape, dtype, layout, impl)
+CASES, bench_sam_gate_forward, bench_sam_gate_forward_backward = op_benchmarks("sam_gate", ("channels_last", "contiguous"))

@@ -12,18 +12,6 @@ Layouts: channels_last (what the fast model feeds it) at every shape, contiguous
     python -m pytest bench/ops/bench_upsample2x_add.py --benchmark-only [-k "cpu and deblur and not compile"]
 """
 
-import pytest
+from _common import op_benchmarks
 
-from _common import op_params, run_op
-
-CASES = op_params("upsample2x_add", ("channels_last", "contiguous"))
-
-
-@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
-def bench_upsample2x_add_forward(benchmark, device_name, preset, shape, dtype, layout, impl):
-    run_op(benchmark, "upsample2x_add", "forward", device_name, preset, shape, dtype, layout, impl)
-
-
-@pytest.mark.parametrize("device_name, preset, shape, dtype, layout, impl", CASES)
-def bench_upsample2x_add_forward_backward(benchmark, device_name, preset, shape, dtype, layout, impl):
-    run_op(benchmark, "upsample2x_add", "forward+backward", device_name, preset, shape, dtype, layout, impl)
+CASES, bench_upsample2x_add_forward, bench_upsample2x_add_forward_backward = op_benchmarks("upsample2x_add", ("channels_last", "contiguous"))
