@@ -75,10 +75,13 @@ def train(config: TrainConfig, *, checkpoint: Optional[Dict[str, Any]] = None,
     MPRNetLoss (tests pass the reference one). on_step(epoch, step, loss): called after each
     optimizer step (tests raise from it to interrupt a run)."""
     d = setup(config.device)
+    finished = False
     try:
-        return _train(config, d, checkpoint, loss_fn, on_step)
+        result = _train(config, d, checkpoint, loss_fn, on_step)
+        finished = True
+        return result
     finally:
-        cleanup(d)
+        cleanup(d, finished)
 
 
 def _train(config, d: Dist, checkpoint, loss_fn, on_step) -> TrainResult:
