@@ -132,32 +132,6 @@ void shrink_row_scalar(const T* t, int64_t w, T* g) {
   for (int64_t j = 0; j < w; ++j) g[j] = down_at(t, j, w);
 }
 
-// channels_last forward: pixel 2j + b of o = wa * t[pixel a] + wb * t[pixel b] + y, over c channels.
-template <typename T>
-void expand_pixels_add_scalar(const T* t, int64_t w, int64_t c, const T* y, T* o) {
-  for (int64_t q = 0; q < 2 * w; ++q) {
-    int64_t idx[2];
-    T wt[2];
-    forward_taps(q, w, idx, wt);
-    const T* src[3] = {t + idx[0] * c, t + idx[1] * c, y + q * c};
-    const T ws[3] = {wt[0], wt[1], T(1)};
-    combine_scalar(src, ws, 3, c, o + q * c);
-  }
-}
-
-// channels_last backward: pixel j of g gathers its taps' pixels of t (2w pixels of c channels).
-template <typename T>
-void shrink_pixels_scalar(const T* t, int64_t w, int64_t c, T* g) {
-  for (int64_t j = 0; j < w; ++j) {
-    int64_t idx[kMaxTaps];
-    T wt[kMaxTaps];
-    const int k = adjoint_taps(j, w, idx, wt);
-    const T* src[kMaxTaps];
-    for (int q = 0; q < k; ++q) src[q] = t + idx[q] * c;
-    combine_scalar(src, wt, k, c, g + j * c);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // float32 bodies, vectorized, compiled for AVX2+FMA and for the baseline (vec_math.h).
 
@@ -243,30 +217,44 @@ MPRNET_ALWAYS_INLINE void shrink_row_body(const float* t, int64_t w, float* g) {
 }
 MPRNET_CPU_MULTIVERSION(shrink_row_f32, shrink_row_body)
 
-MPRNET_ALWAYS_INLINE void expand_pixels_add_body(const float* t, int64_t w, int64_t c, const float* y,
-                                                 float* o) {
+// The channels_last loops, one per direction for float32 and float64: a pixel's c channels are
+// combined by combine_pixel, the vector body for float32 (compiled into each variant) and the
+// scalar loop for float64.
+MPRNET_ALWAYS_INLINE void combine_pixel(const float* const* src, const float* w, int k, int64_t len, float* dst) {
+  combine_body(src, w, k, len, dst);
+}
+MPRNET_ALWAYS_INLINE void combine_pixel(const double* const* src, const double* w, int k, int64_t len,
+                                        double* dst) {
+  combine_scalar(src, w, k, len, dst);
+}
+
+// Forward: pixel 2j + b of o = wa * t[pixel a] + wb * t[pixel b] + y, over c channels.
+template <typename T>
+MPRNET_ALWAYS_INLINE void expand_pixels_add_body(const T* t, int64_t w, int64_t c, const T* y, T* o) {
   for (int64_t q = 0; q < 2 * w; ++q) {
     int64_t idx[2];
-    float wt[2];
+    T wt[2];
     forward_taps(q, w, idx, wt);
-    const float* src[3] = {t + idx[0] * c, t + idx[1] * c, y + q * c};
-    const float ws[3] = {wt[0], wt[1], 1.0f};
-    combine_k<3>(src, ws, c, o + q * c);
+    const T* src[3] = {t + idx[0] * c, t + idx[1] * c, y + q * c};
+    const T ws[3] = {wt[0], wt[1], T(1)};
+    combine_pixel(src, ws, 3, c, o + q * c);
   }
 }
-MPRNET_CPU_MULTIVERSION(expand_pixels_add_f32, expand_pixels_add_body)
+MPRNET_CPU_MULTIVERSION(expand_pixels_add_f32, expand_pixels_add_body<float>)
 
-MPRNET_ALWAYS_INLINE void shrink_pixels_body(const float* t, int64_t w, int64_t c, float* g) {
+// Backward: pixel j of g gathers its taps' pixels of t (2w pixels of c channels).
+template <typename T>
+MPRNET_ALWAYS_INLINE void shrink_pixels_body(const T* t, int64_t w, int64_t c, T* g) {
   for (int64_t j = 0; j < w; ++j) {
     int64_t idx[kMaxTaps];
-    float wt[kMaxTaps];
+    T wt[kMaxTaps];
     const int k = adjoint_taps(j, w, idx, wt);
-    const float* src[kMaxTaps];
+    const T* src[kMaxTaps];
     for (int q = 0; q < k; ++q) src[q] = t + idx[q] * c;
-    combine_body(src, wt, k, c, g + j * c);
+    combine_pixel(src, wt, k, c, g + j * c);
   }
 }
-MPRNET_CPU_MULTIVERSION(shrink_pixels_f32, shrink_pixels_body)
+MPRNET_CPU_MULTIVERSION(shrink_pixels_f32, shrink_pixels_body<float>)
 
 // One name per primitive for float and double.
 void combine(const float* const* s, const float* w, int k, int64_t len, float* d) { combine_f32(s, w, k, len, d); }
@@ -281,10 +269,10 @@ void expand_pixels_add(const float* t, int64_t w, int64_t c, const float* y, flo
   expand_pixels_add_f32(t, w, c, y, o);
 }
 void expand_pixels_add(const double* t, int64_t w, int64_t c, const double* y, double* o) {
-  expand_pixels_add_scalar(t, w, c, y, o);
+  expand_pixels_add_body(t, w, c, y, o);
 }
 void shrink_pixels(const float* t, int64_t w, int64_t c, float* g) { shrink_pixels_f32(t, w, c, g); }
-void shrink_pixels(const double* t, int64_t w, int64_t c, double* g) { shrink_pixels_scalar(t, w, c, g); }
+void shrink_pixels(const double* t, int64_t w, int64_t c, double* g) { shrink_pixels_body(t, w, c, g); }
 
 // ---------------------------------------------------------------------------------------------
 // Storage <-> arithmetic type: A (float or double) arrays in place when the storage is A,
