@@ -266,7 +266,7 @@ class MPRNet(reference.MPRNet):
         return [o.contiguous(memory_format=layout) for o in outputs]
 
     def _forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        if self.rewrites.batch_patches and not torch.compiler.is_compiling():  # docstring
+        if self.rewrites.batch_patches and not torch.compiler.is_compiling():  # eager only: module docstring
             halves = _halves(x)
             feat1, res1, sam_feat, stage1_img = self._stage(self._stage1_batched, x, halves)
             feat2, res2 = self._stage(self._stage2_batched, halves, sam_feat, feat1, res1)
