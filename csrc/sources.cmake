@@ -14,17 +14,17 @@ set(MPRNET_CXX_SOURCES
   csrc/ops/cpu/mprnet_loss_kernel.cpp
   csrc/ops/edge_loss.cpp
   csrc/ops/cpu/edge_loss_kernel.cpp
-  csrc/ops/loss_tile_testing.cpp
   csrc/ops/upsample_add.cpp
   csrc/ops/cpu/upsample_add_kernel.cpp
 )
 
+# Longest compile first: ninja starts them in this order (setup.py puts these before the C++ ones).
 set(MPRNET_CUDA_SOURCES
-  csrc/ops/cuda/cuda_version.cu
-  csrc/ops/cuda/sam_gate_kernel.cu
-  csrc/ops/cuda/ca_tail_kernel.cu
-  csrc/ops/cuda/edge_loss_kernel.cu
   csrc/ops/cuda/mprnet_loss_kernel.cu
+  csrc/ops/cuda/edge_loss_kernel.cu
+  csrc/ops/cuda/ca_tail_kernel.cu
+  csrc/ops/cuda/sam_gate_kernel.cu
+  csrc/ops/cuda/cuda_version.cu
 )
 
 set(MPRNET_CXX_FLAGS

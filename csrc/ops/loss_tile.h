@@ -1,8 +1,8 @@
 // The per-tile algorithm of the one-pass CUDA C++ kernels of mprnet::edge_loss and
 // mprnet::mprnet_loss, written once for two executors: the CUDA kernels run it with one thread
 // block per tile (csrc/ops/cuda/loss_tile.cuh), and a host emulation runs the same functions
-// over every tile sequentially, one virtual thread after another (csrc/ops/loss_tile_testing.cpp,
-// reached from Python as mprnet_kernels._C._testing.*_tiles), so that the stencil, halo, ring
+// over every tile sequentially, one virtual thread after another (tests/native/loss_tile_host.cpp,
+// a test-only module built by tests/native_ext.py), so that the stencil, halo, ring
 // buffer, border and adjoint logic is tested on machines without a GPU. Only the launch,
 // shared-memory and barrier plumbing of csrc/ops/cuda/ is left to the GPU tests.
 //
@@ -350,7 +350,7 @@ MPRNET_TILE_FN int slot_of(int64_t i) {
 
 // ---------------------------------------------------------------------------------------------
 // The edge (+ Charbonnier) block. Exec is the executor (DeviceExec in loss_tile.cuh, HostExec
-// in loss_tile_testing.cpp):
+// in tests/native/loss_tile_host.cpp):
 //   sync()                     a barrier between stages
 //   for_each(n, f)             f(item, acc) for items [0, n), spread over the threads
 //   block_sum(scratch) -> Acc  the block's total (valid in the leader)

@@ -1,6 +1,6 @@
 // The host side of the tiled loss kernels (loss_tile.h), shared by the CUDA C++ ops
 // (csrc/ops/cuda/edge_loss_kernel.cu, mprnet_loss_kernel.cu) and their host emulation
-// (csrc/ops/loss_tile_testing.cpp): the partition into blocks, the outputs, the groups of
+// (tests/native/loss_tile_host.cpp): the partition into blocks, the outputs, the groups of
 // stage outputs per launch, the target's running gradient between groups, and the loss from
 // the blocks' partial sums. Only the launch itself differs, behind a Launcher:
 //

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "build_info.h"
+#include "loss_tile_host.h"
 #include "ops/ops.h"
 
 namespace {
@@ -106,7 +107,7 @@ void test_edge_loss() {
   }
 }
 
-// The CUDA loss kernels' tile functions run on the host (mprnet::testing, ops/ops.h): the same
+// The CUDA loss kernels' tile functions run on the host (mprnet::testing, tests/native/loss_tile_host.h): the same
 // checks as test_edge_loss for the edge loss, over partitions with many tile borders, and the
 // multi-stage loss against the CPU kernel (tests/ops/test_loss_tiles.py has the full grid).
 void test_loss_tiles() {

@@ -458,12 +458,12 @@ def test_cuda_backends_deterministic(dtype):
 def test_cuda_cpp_agrees_with_triton_and_emulation_float64():
     # The CUDA C++ kernel against Triton, and against its own tile functions run on the host
     # (tests/ops/test_loss_tiles.py): the same arithmetic, so they agree to rounding.
-    from mprnet_kernels._extension import _C
+    from native_ext import loss_tile_host
 
     x, y = inputs((2, 3, 70, 150), torch.float64, "cuda")
     ours = on_backend("cuda", torch.ops.mprnet.edge_loss, x, y, 1e-3, True)
     triton = on_backend("triton", torch.ops.mprnet.edge_loss, x, y, 1e-3, True)
-    host = _C._testing.edge_loss_tiles(x.cpu(), y.cpu(), 1e-3, True, 128, 0, False)
+    host = loss_tile_host().edge_loss_tiles(x.cpu(), y.cpu(), 1e-3, True, 128, 0, False)
     for other in (triton, host):
         assert rel_err(ours[0], other[0].to(x.device)) < 1e-13
         assert rel_err(ours[1], other[1].to(x.device)) < 1e-13

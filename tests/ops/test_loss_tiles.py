@@ -1,8 +1,8 @@
 """The CUDA C++ loss kernels' tile functions (csrc/ops/loss_tile.h), run on the CPU.
 
-mprnet_kernels._C._testing.edge_loss_tiles and mprnet_loss_tiles execute the very functions the
+The test-only module of tests/native/ (edge_loss_tiles and mprnet_loss_tiles) executes the very functions the
 CUDA kernels of mprnet::edge_loss and mprnet::mprnet_loss run, block after block and thread
-after thread, with the host side the CUDA ops use (csrc/ops/loss_tile_testing.cpp). So these
+after thread, with the host side the CUDA ops use (tests/native/loss_tile_host.cpp). So these
 tests check on any machine what the kernels compute: the stencils, halos and ring buffers of
 the row pipeline, the border folds of the adjoint, the strips and chunks of the partition, the
 stage groups, layouts and dtypes. Small strips (16 columns, 32 threads) and chunks (8 rows) put
@@ -20,7 +20,7 @@ import torch
 import helpers
 from helpers import OP_TOLERANCE, assert_nonfinite_like, forward_backward, layouts, rel_err
 from mprnet_kernels import build_info, ops
-from mprnet_kernels._extension import _C
+from native_ext import loss_tile_host
 from mprnet_kernels.ops import _backend
 from mprnet_kernels.reference import losses as ref
 
@@ -34,7 +34,7 @@ inputs = partial(helpers.seeded_randn, 2)
 
 
 def edge_tiles(x, y, eps=1e-3, compute_grad=True, tile_w=16, chunk_rows=8, reverse=False):
-    return _C._testing.edge_loss_tiles(x, y, eps, compute_grad, tile_w, chunk_rows, reverse)
+    return loss_tile_host().edge_loss_tiles(x, y, eps, compute_grad, tile_w, chunk_rows, reverse)
 
 
 def check_edge(x, y, tol, tile_w=16, chunk_rows=8, eps=1e-3):
@@ -191,7 +191,7 @@ def stage_inputs(shape, dtype=torch.float64, seed=0, stages=3):
 
 def mprnet_tiles(outs, y, edge_weight=0.05, clamp=False, grad_outputs=True, grad_y=True, tile_w=16,
                  chunk_rows=8, max_group=3, reverse=False, eps=1e-3):
-    return _C._testing.mprnet_loss_tiles(outs, y, eps, edge_weight, clamp, grad_outputs, grad_y, tile_w,
+    return loss_tile_host().mprnet_loss_tiles(outs, y, eps, edge_weight, clamp, grad_outputs, grad_y, tile_w,
                                          chunk_rows, max_group, reverse)
 
 

@@ -1,4 +1,4 @@
-// Host emulation of the CUDA loss kernels (mprnet::testing in ops/ops.h), for tests: the tile
+// Host emulation of the CUDA loss kernels (loss_tile_host.h), for tests only: the tile
 // functions of csrc/ops/loss_tile.h, the very code the kernels of csrc/ops/cuda/ run, executed
 // on CPU tensors with every block of the grid in turn and every thread of a block in turn, and
 // the host side (loss_tile_run.h) the CUDA ops use. What this checks: the stencils, halos and
@@ -24,7 +24,7 @@
 #include "ops/loss_tile.h"
 #include "ops/loss_tile_run.h"
 #include "ops/mprnet_loss_checks.h"
-#include "ops/ops.h"
+#include "loss_tile_host.h"
 
 namespace mprnet {
 namespace testing {
