@@ -1,68 +1,75 @@
-"""Builds mprnet_kernels and its compiled extension mprnet_kernels._C.
+"""Builds the compiled extension mprnet_kernels._C (package metadata: pyproject.toml).
 
-The C++ sources and flags come from csrc/sources.cmake, the list CMakeLists.txt uses too.
-CUDA kernels are compiled whenever nvcc is found (torch's CUDA_HOME; set CUDA_HOME to choose
-one), for TORCH_CUDA_ARCH_LIST (default "8.0;9.0": Ampere and Hopper); MPRNET_NO_CUDA=1 forces
-a CPU-only build. torch must already be installed: build with `pip install --no-build-isolation`.
+Build it against the torch you run with, without pip's build isolation (an isolated build
+would compile against a different torch, or none):
+
+    pip install torch pybind11 ninja numpy setuptools wheel
+    pip install --no-build-isolation -e .
+
+The C++ sources and flags come from csrc/sources.cmake, the list CMakeLists.txt uses too. The
+CUDA kernels are compiled when a usable CUDA toolkit is found (build_support/cuda.py says how
+it is looked for; MPRNET_NO_CUDA=1 skips them), for TORCH_CUDA_ARCH_LIST (default "8.0;9.0":
+Ampere and Hopper). Without one the build is CPU + Triton, said in one line here and by
+`mprnet-kernels info`.
 """
 
 import os
-import re
 import sys
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
 
+from build_support import cuda, sources  # noqa: E402
 
-def cmake_lists(path):
-    """The set(NAME item ...) blocks of a CMake file, as {NAME: [item, ...]}."""
-    text = re.sub(r"#.*", "", path.read_text())
-    return {name: body.split() for name, body in re.findall(r"set\(\s*(\w+)([^)]*)\)", text)}
-
-
-def version():
-    return re.search(r'__version__ = "([^"]+)"', (ROOT / "mprnet_kernels/version.py").read_text())[1]
-
-
-def nvidia_include_dirs():
-    """Headers torch's CUDA headers include (cuSPARSE, cuBLAS) ship in pip's nvidia packages."""
-    dirs = []
-    for entry in sys.path:
-        for sub in ("nvidia/cu13/include", "nvidia/cu12/include"):
-            d = Path(entry) / sub
-            if d.is_dir():
-                dirs.append(str(d))
-    return dirs
+try:
+    import torch  # noqa: F401
+except ImportError:
+    raise SystemExit(
+        "mprnet-kernels: torch is not importable in this build environment. The extension is "
+        "compiled against the torch already installed, so pip must not isolate the build:\n"
+        "    pip install torch pybind11 ninja numpy setuptools wheel\n"
+        "    pip install --no-build-isolation -e .\n"
+        "(without --no-build-isolation pip builds in a fresh environment that has no torch)."
+    )
 
 
 def extension():
-    import torch  # noqa: F401  (cpp_extension needs it; the error says what to install first)
+    toolkit = cuda.find_toolkit()
+    print(f"mprnet-kernels: {toolkit.note}", flush=True)
+    if toolkit.home:
+        # torch.utils.cpp_extension reads CUDA_HOME once, when it is imported.
+        os.environ["CUDA_HOME"] = toolkit.home
     from torch.utils import cpp_extension
 
-    lists = cmake_lists(ROOT / "csrc/sources.cmake")
-    sources = ["python/module.cpp"] + lists["MPRNET_CXX_SOURCES"]
-    cxx_flags = lists["MPRNET_CXX_FLAGS"] + ["-fopenmp"]
-    macros = []
-    with_cuda = cpp_extension.CUDA_HOME is not None and os.environ.get("MPRNET_NO_CUDA", "0") != "1"
+    if toolkit.home:
+        cpp_extension.CUDA_HOME = toolkit.home
+    lists = sources.cmake_lists(ROOT / "csrc/sources.cmake")
+    generated = sources.write_build_config(ROOT / "build/generated", toolkit.note)
+    # -g0: Python's CFLAGS add -g, which costs a quarter of the compile time for debug info of
+    # libtorch's headers that nobody ships.
+    cxx_flags = lists["MPRNET_CXX_FLAGS"] + ["-fopenmp", "-g0"]
     kwargs = dict(
-        include_dirs=[str(ROOT / "csrc")],
+        include_dirs=[str(ROOT / "csrc"), str(generated)],
+        define_macros=[("MPRNET_HAVE_BUILD_CONFIG", None)],
         extra_link_args=["-fopenmp"],
     )
-    if with_cuda:
-        archs = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-        macros += [("MPRNET_WITH_CUDA", None), ("MPRNET_CUDA_ARCHS", f'"{archs}"')]
-        kwargs["include_dirs"] += nvidia_include_dirs()
-        return cpp_extension.CUDAExtension(
-            "mprnet_kernels._C",
-            sources + lists["MPRNET_CUDA_SOURCES"],
-            define_macros=macros,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": lists["MPRNET_NVCC_FLAGS"]},
-            **kwargs,
-        )
-    return cpp_extension.CppExtension(
-        "mprnet_kernels._C", sources, define_macros=macros, extra_compile_args={"cxx": cxx_flags}, **kwargs
+    # The pybind11 module and the longest translation units first, so that ninja starts them
+    # first and the cores stay busy until the end.
+    cxx_sources = ["python/module.cpp"] + lists["MPRNET_CXX_SOURCES"]
+    if not toolkit.home:
+        return cpp_extension.CppExtension("mprnet_kernels._C", cxx_sources, extra_compile_args={"cxx": cxx_flags},
+                                          **kwargs)
+    archs = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    kwargs["define_macros"] += [("MPRNET_WITH_CUDA", None), ("MPRNET_CUDA_ARCHS", f'"{archs}"')]
+    kwargs["include_dirs"] += cuda.pip_include_dirs()
+    return cpp_extension.CUDAExtension(
+        "mprnet_kernels._C",
+        lists["MPRNET_CUDA_SOURCES"] + cxx_sources,
+        extra_compile_args={"cxx": cxx_flags, "nvcc": lists["MPRNET_NVCC_FLAGS"]},
+        **kwargs,
     )
 
 
@@ -72,26 +79,4 @@ def build_ext():
     return BuildExtension.with_options(use_ninja=True)
 
 
-setup(
-    name="mprnet-kernels",
-    version=version(),
-    description="Fused CPU/CUDA/Triton kernels and a fast drop-in MPRNet",
-    python_requires=">=3.10",
-    packages=find_packages(include=["mprnet_kernels", "mprnet_kernels.*"]),
-    ext_modules=[extension()],
-    cmdclass={"build_ext": build_ext()},
-    install_requires=[
-        "torch>=2.4",
-        "numpy",
-        "pillow",  # image files for train/restore/make-demo-data
-        "tqdm",  # progress bars
-        "triton; platform_system == 'Linux' and platform_machine == 'x86_64'",
-    ],
-    extras_require={
-        "test": ["pytest", "pytest-benchmark", "torchmetrics", "matplotlib"],
-        "bench": ["pytest-benchmark", "matplotlib"],
-        "train": ["torchmetrics"],  # SSIM in the validation log
-    },
-    entry_points={"console_scripts": ["mprnet-kernels = mprnet_kernels.cli:main"]},
-    zip_safe=False,
-)
+setup(ext_modules=[extension()], cmdclass={"build_ext": build_ext()})

@@ -10,6 +10,7 @@ struct BuildInfo {
   bool with_cuda;             // whether the CUDA C++ kernels are in this build
   int cuda_runtime_version;   // CUDART_VERSION (e.g. 13000), 0 without CUDA
   std::string cuda_archs;     // TORCH_CUDA_ARCH_LIST used for the build, "" without CUDA
+  std::string cuda_note;      // one line: the toolkit used, or why there are no CUDA kernels
 };
 
 BuildInfo build_info();

@@ -20,6 +20,7 @@ def _cmd_info(args) -> int:
     print(f"python {platform.python_version()}, torch {info['runtime_torch_version']} "
           f"(extension built against {info['torch_version']})")
     print(f"CUDA kernels: {'CUDA ' + info['cuda_version'] + ', archs ' + ','.join(info['cuda_archs']) if info['cuda_version'] else 'not built'}")
+    print(f"  {info['cuda_note']}")
     print(f"Triton: {'importable' if info['triton_available'] else 'not installed'}")
     if torch.cuda.is_available():
         print(f"device: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})")
