@@ -226,3 +226,33 @@ def test_mprnet_loss_single_tensor_and_empty():
     assert rel_err(MPRNetLoss()(out, target), MPRNetLoss()([out], target)) == 0
     with pytest.raises(ValueError, match="at least one"):
         MPRNetLoss()([], target)
+
+
+BOUNDS = [-0.5, 0.0, 0.5, 1.0, 1.5]
+
+
+def _clamp_grad(fn, values):
+    x = torch.tensor(values, dtype=torch.float64, requires_grad=True)
+    fn(x).sum().backward()
+    return x.grad.tolist()
+
+
+def test_clamp01_convention():
+    # The library's definition, whatever the installed torch's clamp does at the bounds.
+    from mprnet_kernels.reference import clamp01
+
+    assert _clamp_grad(clamp01, BOUNDS + [float("nan"), 1e-300, 1 - 2**-53]) == [0, 0, 1, 0, 0, 0, 1, 1]
+    x = torch.tensor(BOUNDS + [float("nan"), -float("inf"), float("inf")], dtype=torch.float64)
+    assert torch.equal(clamp01(x).nan_to_num(7.0), torch.clamp(x, 0, 1).nan_to_num(7.0))
+    assert torch.isnan(clamp01(x)[5])
+
+
+def test_torch_clamp_convention_for_information(record_property):
+    """Which convention the installed torch's clamp has (2.11: gradient 1 at the bounds; 2.14:
+    0, the library's). Information only: the library never relies on it."""
+    grad = _clamp_grad(lambda x: torch.clamp(x, 0, 1), BOUNDS)
+    known = {(0, 0, 1, 0, 0): "no gradient at the bounds (the library's convention)",
+             (0, 1, 1, 1, 0): "gradient 1 at the bounds"}
+    assert tuple(grad) in known, grad
+    record_property("torch_clamp_convention", known[tuple(grad)])
+    print(f"torch {torch.__version__} clamp: {known[tuple(grad)]}")

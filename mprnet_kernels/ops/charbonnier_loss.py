@@ -86,7 +86,7 @@ if HAS_TRITON:
             tl.store(gy_out_ptr + offs, gy.to(gy_out_ptr.dtype.element_ty), mask=mask)
         if WRITE_GRAD:
             if CLAMP:
-                # torch.clamp passes gradient strictly inside (min, max) only, none at NaN.
+                # The library's clamp gradient (reference.clamp01): strictly inside (0, 1) only.
                 g = tl.where((x > 0.0) & (x < 1.0), g, 0.0)
             tl.store(grad_ptr + offs, g.to(grad_ptr.dtype.element_ty), mask=mask)
         tl.store(partial_ptr + pid, tl.sum(tl.where(mask, r, 0.0), axis=0))

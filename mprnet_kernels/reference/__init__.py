@@ -22,6 +22,7 @@ from .losses import (
     EdgeLoss,
     MPRNetLoss,
     charbonnier_loss,
+    clamp01,
     edge_loss,
     laplacian,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "EdgeLoss",
     "MPRNetLoss",
     "charbonnier_loss",
+    "clamp01",
     "edge_loss",
     "laplacian",
 ]

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
+    "clamp01",
     "charbonnier_loss",
     "laplacian",
     "edge_loss",
@@ -31,6 +32,18 @@ def _check_pair(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape != y.shape:
         raise ValueError(f"{name}: prediction and target shapes differ: "
                          f"{tuple(x.shape)} vs {tuple(y.shape)}")
+
+
+def clamp01(x: torch.Tensor) -> torch.Tensor:
+    """clamp(x, 0, 1) with the library's gradient convention, the one definition every backend
+    implements (csrc/ops/clamp01.h, the Triton CLAMP path): the gradient passes where
+    0 < x < 1 and nowhere else, so it is 0 at exactly 0 and 1, outside [0, 1] and at NaN.
+
+    Values are torch.clamp's (NaN stays NaN). Its gradient is not: torch.clamp passes the
+    gradient at the bounds in some releases (2.11: [0, 1, 1, 1, 0] at x = -0.5, 0, 0.5, 1, 1.5)
+    and not in others (2.14: [0, 0, 1, 0, 0]), and results must not depend on the release."""
+    inside = (x > 0) & (x < 1)
+    return torch.where(inside, x, x.detach().clamp(0, 1))
 
 
 def charbonnier_loss(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -128,7 +141,7 @@ class MPRNetLoss(nn.Module):
 
     * Deblurring/deraining recipe: ``MPRNetLoss()`` (edge_weight 0.05).
     * Denoising recipe: ``MPRNetLoss(edge_weight=0, clamp=True)``: Charbonnier alone on outputs
-      clamped to [0, 1] (the target is not clamped).
+      clamped to [0, 1] (the target is not clamped; the clamp's gradient is ``clamp01``'s).
 
     ``edge_weight=0`` skips the edge term entirely (no Laplacians are computed), so it costs and
     differentiates exactly like the Charbonnier sum alone.
@@ -144,7 +157,7 @@ class MPRNetLoss(nn.Module):
                 target: torch.Tensor) -> torch.Tensor:
         outputs = stage_outputs(outputs)
         if self.clamp:
-            outputs = [torch.clamp(out, 0, 1) for out in outputs]
+            outputs = [clamp01(out) for out in outputs]
 
         total = sum(charbonnier_loss(out, target, self.eps) for out in outputs)
         if self.edge_weight != 0:

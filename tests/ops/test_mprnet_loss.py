@@ -130,9 +130,9 @@ def test_gradient_to_some_stages_only():
         assert rel_err(outs[s].grad, r_outs[s].grad) < 1e-12
 
 
-def test_clamp_gradient_at_bounds_like_torch_clamp():
-    """torch.clamp passes gradient strictly inside (0, 1): none at exactly 0 or 1, outside, or
-    at NaN; the target's gradient is never masked."""
+def test_clamp_gradient_at_bounds_follows_the_convention():
+    """The library's clamp gradient (reference.clamp01) passes strictly inside (0, 1): none at
+    exactly 0 or 1, outside, or at NaN; the target's gradient is never masked."""
     outs, y = inputs((1, 2, 4, 5))
     values = torch.tensor([0.0, 1.0, -0.5, 1.5, 0.25, 1e-300, 1 - 2**-53], dtype=torch.float64)
     outs[0].view(-1)[: values.numel()] = values
