@@ -29,6 +29,7 @@
 #include "common/layout.h"
 #include "ops/ca_tail.h"
 #include "ops/cuda/launch.cuh"
+#include "ops/cuda/vector.cuh"
 #include "ops/ops.h"
 
 namespace mprnet {
@@ -45,21 +46,6 @@ constexpr int kMlpBackwardThreads = 1024;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
-
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Vec {
-  T v[V];
-};
-
-template <int V, typename T>
-__device__ __forceinline__ Vec<T, V> load_vec(const T* p) {
-  return *reinterpret_cast<const Vec<T, V>*>(p);
-}
-
-template <int V, typename T>
-__device__ __forceinline__ void store_vec(T* p, const Vec<T, V>& v) {
-  *reinterpret_cast<Vec<T, V>*>(p) = v;
-}
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t warp_sum(acc_t v) {

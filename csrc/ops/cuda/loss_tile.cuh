@@ -91,18 +91,16 @@ struct DeviceExec {
   }
 };
 
-// Blocks per SM the register allocation must allow: 5 for one stage output (28 KB of shared
-// memory each in float32; 800 threads at up to 80 registers, where 6 blocks' 64 spill), 2 for
-// three (84 KB each).
-template <int G>
-constexpr int min_blocks_per_sm() {
-  return G == 1 ? 5 : 2;
-}
+// Blocks per SM the register allocation must allow: 2. The one-output kernel needs 138-160
+// registers a thread (212 in float64), so it runs 2 blocks of 160 threads per SM whatever the
+// cap; capping it for 3 (136) or 5 (72) blocks spilled 8-168 bytes a thread
+// (bench/gpu_static.py). Three outputs (84 KB of shared memory a block) fit 2 blocks too.
+constexpr int kMinBlocksPerSm = 2;
 
 // Shared memory of an edge block: the values, then the clamp masks (mask_offset bytes in, or
 // -1 without masks).
 template <typename scalar_t, typename T, int TW, int NT, int G, bool kGrad>
-__global__ void __launch_bounds__(NT, min_blocks_per_sm<G>())
+__global__ void __launch_bounds__(NT, kMinBlocksPerSm)
     edge_tile_kernel(const Params<scalar_t, T> p, int mask_offset) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   DeviceExec<T, NT> ex;
