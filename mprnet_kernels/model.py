@@ -139,6 +139,11 @@ def _stacked(halves: torch.Tensor, n: int) -> torch.Tensor:
     """(2N, C, h, w) (sample-major, [top, bottom] per sample) -> (N, C, 2h, w), top above
     bottom: a view of channels_last halves, a copy of NCHW ones."""
     _, c, h, w = halves.shape
+    if halves.is_contiguous(memory_format=torch.channels_last) and not halves.is_contiguous():
+        # Through NHWC, so the view has channels_last's own strides also in the batch dimension:
+        # a (1, C, H, W) view with another batch stride is channels_last to is_contiguous but
+        # NCHW to the convolutions' layout choice, which then wrote NCHW outputs.
+        return halves.permute(0, 2, 3, 1).reshape(n, 2 * h, w, c).permute(0, 3, 1, 2)
     return halves.reshape(n, 2, c, h, w).transpose(1, 2).reshape(n, c, 2 * h, w)
 
 

@@ -223,6 +223,23 @@ def test_channels_last_features_stay_channels_last():
         assert t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous(), t.shape
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fused_resize_adds_get_both_operands_channels_last(batch):
+    """Both operands of every fused resize-and-add are channels_last with channels_last's own
+    strides, batch stride included: at batch 1 the stage-2 join was a view whose batch stride
+    made the ORSNet's 1x1 convolutions write NCHW, so the fused op read x with scalar loads."""
+    _, fast = _pair()
+    seen = []
+    up2_add = fast._up2_add
+    fast._up2_add = lambda x, y: (seen.append((x, y)), up2_add(x, y))[1]
+    with torch.no_grad():
+        fast(torch.rand(batch, 3, 16, 24).contiguous(memory_format=torch.channels_last))
+    assert len(seen) == 6
+    for x, y in seen:
+        for t in (x, y):
+            assert t.stride() == torch.empty_like(t, memory_format=torch.channels_last).stride(), (t.shape, t.stride())
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_batched_patches_of_a_strided_input(channels_last):
     ref, fast = _pair(rewrites=these("batch_patches", *(["channels_last"] if channels_last else [])))
