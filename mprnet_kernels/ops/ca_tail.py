@@ -397,13 +397,19 @@ if HAS_TRITON:
             gb1 += tl.sum(tl.load(dh_ptr + offs_n.to(tl.int64)[:, None] * HIDDEN + offs_j[None, :], mask=nj, other=0.0), axis=0)
         tl.store(gb1_ptr + offs_j, gb1.to(w_ty), mask=jmask)
 
-    def _mlp_blocks(n, c, hidden, parts):
+    # Elements of the largest tile of an MLP program: 4K (16 a thread on _NUM_WARPS warps) in the
+    # forward, where 8K on 4 warps spilled 8-32 bytes in some configurations; 8K in the
+    # single-program backward, whose few spilled bytes do not go away with smaller tiles
+    # (bench/gpu_static.py; ALLOWED there says why they stay).
+    _MLP_TILE = {"forward": 4096, "backward": 8192}
+
+    def _mlp_blocks(n, c, hidden, parts, tile):
         """Tile sizes of the MLP kernels: all of hidden at once, the rest bounded so that a 3-D
-        tile stays about 8K elements (registers of one program)."""
+        tile stays within `tile` elements (registers of one program)."""
         block_h = _next_pow2(hidden)
         block_n = min(_next_pow2(n), 16)
-        block_c = min(_next_pow2(c), _prev_pow2(max(1, 8192 // (block_n * block_h))))
-        block_p = min(_next_pow2(parts), _prev_pow2(max(1, 8192 // (block_n * block_c))))
+        block_c = min(_next_pow2(c), _prev_pow2(max(1, tile // (block_n * block_h))))
+        block_p = min(_next_pow2(parts), _prev_pow2(max(1, tile // (block_n * block_c))))
         return block_n, block_p, block_c, block_h
 
     def _reduce(a, b, plan, channels_last, partial):
@@ -441,10 +447,10 @@ if HAS_TRITON:
         plan = _Plan(n, c, h * w, channels_last)
         partial = torch.empty(max(1, n * plan.parts * c), dtype=vdt, device=x.device)
         _reduce(xd, None, plan, channels_last, partial)
-        _, block_p, block_c, block_h = _mlp_blocks(1, c, hidden, plan.parts)
+        _, block_p, block_c, block_h = _mlp_blocks(1, c, hidden, plan.parts, _MLP_TILE["forward"])
         _ca_mlp_forward_kernel[(n,)](
             partial, plan.parts, h * w, m1, b1, m2, b2, p, hv, s, c, hidden, HAS_B1=b1 is not None,
-            HAS_B2=b2 is not None, BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_H=block_h, num_warps=4)
+            HAS_B2=b2 is not None, BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_H=block_h, num_warps=_NUM_WARPS)
         _affine(xd, s, rd, None, out, plan, channels_last)
         return out, p, hv, s
 
@@ -469,7 +475,7 @@ if HAS_TRITON:
         _reduce(gd, xd, plan, channels_last, partial)
         shift, ds = (torch.empty((n, c), dtype=vdt, device=x.device) for _ in range(2))
         dh = torch.empty((n, hidden), dtype=vdt, device=x.device)
-        block_n, block_p, block_c, block_h = _mlp_blocks(n, c, hidden, plan.parts)
+        block_n, block_p, block_c, block_h = _mlp_blocks(n, c, hidden, plan.parts, _MLP_TILE["backward"])
         _ca_mlp_backward_kernel[(1,)](
             partial, plan.parts, hh * ww, p, h, s, m1, m2, n, c, hidden, ds, dh, shift, gw1, gb1, gw2,
             gb2, BLOCK_N=block_n, BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_H=block_h, num_warps=_NUM_WARPS)

@@ -201,7 +201,10 @@ if HAS_TRITON:
                 acc += (wv * wh) * g
         tl.store(gx_ptr + n * son + c * soc + i * soh + j * sow, acc.to(gx_ptr.dtype.element_ty), mask=mask)
 
+    # 1024 elements a program on 8 warps: 4 a thread. On 4 warps the backward's 16-tap gathers
+    # needed 255 registers and spilled up to 264 bytes a thread (bench/gpu_static.py).
     _TILE = 1024
+    _NUM_WARPS = 8
 
     def _tiling(out):
         """(grid, n_rows, n_cols, layout/tile meta-parameters) for walking `out` in its memory
@@ -221,7 +224,7 @@ if HAS_TRITON:
         if out.numel():
             grid, n_rows, n_cols, meta = _tiling(out)
             _forward_kernel[grid](x, y, out, n_rows, n_cols, x.shape[1], x.shape[2], x.shape[3], *x.stride(),
-                                  *y.stride(), *out.stride(), F64=out.dtype == torch.float64, num_warps=4, **meta)
+                                  *y.stride(), *out.stride(), F64=out.dtype == torch.float64, num_warps=_NUM_WARPS, **meta)
         return out
 
     def _backward_triton(grad, x_dtype):
@@ -231,7 +234,7 @@ if HAS_TRITON:
             grid, n_rows, n_cols, meta = _tiling(gx)
             f64 = torch.float64 in (grad.dtype, x_dtype)
             _backward_kernel[grid](grad, gx, n_rows, n_cols, gx.shape[1], gx.shape[2], gx.shape[3], *grad.stride(),
-                                   *gx.stride(), F64=f64, num_warps=4, **meta)
+                                   *gx.stride(), F64=f64, num_warps=_NUM_WARPS, **meta)
         return gx
 
 else:

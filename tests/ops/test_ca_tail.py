@@ -381,7 +381,7 @@ def test_triton_tiny_tiles_cover_every_loop(layout, monkeypatch):
                 self.rows, self.parts = 8, ca_tail_ops._cdiv(hw, 8)
 
     monkeypatch.setattr(ca_tail_ops, "_Plan", TinyPlan)
-    monkeypatch.setattr(ca_tail_ops, "_mlp_blocks", lambda n, c, hidden, parts: (2, 2, 4, ca_tail_ops._next_pow2(hidden)))
+    monkeypatch.setattr(ca_tail_ops, "_mlp_blocks", lambda n, c, hidden, parts, tile: (2, 2, 4, ca_tail_ops._next_pow2(hidden)))
     args, grad = in_layout(*inputs(5, 11, 6, 7, 3), layout)
     check_triton_against_reference(args, grad, OP_TOLERANCE[torch.float64])
 
