@@ -45,7 +45,7 @@ def spills(x_ptr, R: tl.constexpr, C: tl.constexpr):
 
 @triton.jit
 def rejected(x_ptr):
-    # Triton's interpreter runs this; the compiler rejects a range that is not a power of 2.
+    # The compiler rejects a range that is not a power of 2.
     offs = tl.arange(0, 3)
     tl.store(x_ptr + offs, tl.load(x_ptr + offs) + 1.0)
 
