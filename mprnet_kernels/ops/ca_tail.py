@@ -314,94 +314,97 @@ if HAS_TRITON:
             tl.store(s_ptr + n.to(tl.int64) * C + offs_c, 1.0 / (1.0 + tl.exp(-v)), mask=cmask)
 
     @triton.jit
-    def _ca_mlp_backward_kernel(partial_ptr, parts, HW, p_ptr, h_ptr, s_ptr, w1_ptr, w2_ptr, N, C,
-                                HIDDEN, ds_ptr, dh_ptr, shift_ptr, gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr,
-                                BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-                                BLOCK_H: tl.constexpr):
-        """The whole MLP backward in one program. Samples go BLOCK_N at a time through 3-D
-        tiles (sample, channel, hidden), so a batch costs a few loop trips, not one per sample.
-        Phase 1 writes ds_pre, dh_pre and dx's shift dp / HW per sample; phase 2 sums the weight
-        gradients over samples in order (no atomics)."""
-        acc_ty = p_ptr.dtype.element_ty
+    def _ca_mlp_backward_samples_kernel(partial_ptr, parts, HW, h_ptr, s_ptr, w1_ptr, w2_ptr, N, C, HIDDEN,
+                                        ds_ptr, dh_ptr, shift_ptr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
+                                        BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr):
+        """MLP backward, per sample: BLOCK_N samples a program through 3-D tiles (sample,
+        channel, hidden) write ds_pre, dh_pre and dx's shift dp / HW."""
+        acc_ty = s_ptr.dtype.element_ty
         offs_j = tl.arange(0, BLOCK_H)
         jmask = offs_j < HIDDEN
+        offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        nmask = offs_n < N
+        rows_n = offs_n.to(tl.int64)
+        dh = tl.zeros([BLOCK_N, BLOCK_H], dtype=acc_ty)
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            cmask = offs_c < C
+            nc = nmask[:, None] & cmask[None, :]
+            # t[n, c] = sum over parts, a [BLOCK_N, BLOCK_P, BLOCK_C] tile at a time.
+            t = tl.zeros([BLOCK_N, BLOCK_C], dtype=acc_ty)
+            for k0 in range(0, parts, BLOCK_P):
+                offs_k = k0 + tl.arange(0, BLOCK_P)
+                rows = rows_n[:, None, None] * parts + offs_k[None, :, None]
+                m3 = nc[:, None, :] & (offs_k < parts)[None, :, None]
+                t += tl.sum(tl.load(partial_ptr + rows * C + offs_c[None, None, :], mask=m3, other=0.0), axis=1)
+            nc_off = rows_n[:, None] * C + offs_c[None, :]
+            sv = tl.load(s_ptr + nc_off, mask=nc, other=0.0)
+            ds = tl.where(nc, t * (1.0 - sv) * sv, 0.0)
+            tl.store(ds_ptr + nc_off, ds, mask=nc)
+            cj = cmask[:, None] & jmask[None, :]
+            w2 = tl.load(w2_ptr + offs_c[:, None] * HIDDEN + offs_j[None, :], mask=cj, other=0.0).to(acc_ty)
+            dh += tl.sum(tl.where(cj[None, :, :], ds[:, :, None] * w2[None, :, :], 0.0), axis=1)
+        nj = nmask[:, None] & jmask[None, :]
+        nj_off = rows_n[:, None] * HIDDEN + offs_j[None, :]
+        hv = tl.load(h_ptr + nj_off, mask=nj, other=0.0)
+        # ReLU's backward as torch's threshold_backward: zero where the output is <= 0 (a NaN
+        # output passes its gradient on).
+        dh = tl.where(nj, tl.where(hv <= 0.0, 0.0, dh), 0.0)
+        tl.store(dh_ptr + nj_off, dh, mask=nj)
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            cmask = offs_c < C
+            nc = nmask[:, None] & cmask[None, :]
+            cj = cmask[:, None] & jmask[None, :]
+            w1t = tl.load(w1_ptr + offs_j[None, :] * C + offs_c[:, None], mask=cj, other=0.0).to(acc_ty)
+            dp = tl.sum(tl.where(cj[None, :, :], dh[:, None, :] * w1t[None, :, :], 0.0), axis=2)
+            tl.store(shift_ptr + rows_n[:, None] * C + offs_c[None, :], dp / HW, mask=nc)
+
+    @triton.jit
+    def _ca_mlp_backward_weights_kernel(p_ptr, h_ptr, ds_ptr, dh_ptr, N, C, HIDDEN, gw1_ptr, gb1_ptr, gw2_ptr,
+                                        gb2_ptr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+                                        BLOCK_H: tl.constexpr):
+        """MLP backward, the weight gradients: BLOCK_C channels a program, each summing the
+        samples in order (no atomics, the same bits every run); program 0 also sums gb1."""
+        acc_ty = p_ptr.dtype.element_ty
+        w_ty = gw1_ptr.dtype.element_ty
+        offs_j = tl.arange(0, BLOCK_H)
+        jmask = offs_j < HIDDEN
+        offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = offs_c < C
+        cj = cmask[:, None] & jmask[None, :]
+        gw2 = tl.zeros([BLOCK_C, BLOCK_H], dtype=acc_ty)
+        gw1t = tl.zeros([BLOCK_C, BLOCK_H], dtype=acc_ty)
+        gb2 = tl.zeros([BLOCK_C], dtype=acc_ty)
         for n0 in range(0, N, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             nmask = offs_n < N
             rows_n = offs_n.to(tl.int64)
-            dh = tl.zeros([BLOCK_N, BLOCK_H], dtype=acc_ty)
-            for c0 in range(0, C, BLOCK_C):
-                offs_c = c0 + tl.arange(0, BLOCK_C)
-                cmask = offs_c < C
-                nc = nmask[:, None] & cmask[None, :]
-                # t[n, c] = sum over parts, a [BLOCK_N, BLOCK_P, BLOCK_C] tile at a time.
-                t = tl.zeros([BLOCK_N, BLOCK_C], dtype=acc_ty)
-                for k0 in range(0, parts, BLOCK_P):
-                    offs_k = k0 + tl.arange(0, BLOCK_P)
-                    rows = rows_n[:, None, None] * parts + offs_k[None, :, None]
-                    m3 = nc[:, None, :] & (offs_k < parts)[None, :, None]
-                    t += tl.sum(tl.load(partial_ptr + rows * C + offs_c[None, None, :], mask=m3, other=0.0), axis=1)
-                nc_off = rows_n[:, None] * C + offs_c[None, :]
-                sv = tl.load(s_ptr + nc_off, mask=nc, other=0.0)
-                ds = tl.where(nc, t * (1.0 - sv) * sv, 0.0)
-                tl.store(ds_ptr + nc_off, ds, mask=nc)
-                cj = cmask[:, None] & jmask[None, :]
-                w2 = tl.load(w2_ptr + offs_c[:, None] * HIDDEN + offs_j[None, :], mask=cj, other=0.0).to(acc_ty)
-                dh += tl.sum(tl.where(cj[None, :, :], ds[:, :, None] * w2[None, :, :], 0.0), axis=1)
+            nc = nmask[:, None] & cmask[None, :]
             nj = nmask[:, None] & jmask[None, :]
-            nj_off = rows_n[:, None] * HIDDEN + offs_j[None, :]
-            hv = tl.load(h_ptr + nj_off, mask=nj, other=0.0)
-            # ReLU's backward as torch's threshold_backward: zero where the output is <= 0 (a
-            # NaN output passes its gradient on).
-            dh = tl.where(nj, tl.where(hv <= 0.0, 0.0, dh), 0.0)
-            tl.store(dh_ptr + nj_off, dh, mask=nj)
-            for c0 in range(0, C, BLOCK_C):
-                offs_c = c0 + tl.arange(0, BLOCK_C)
-                cmask = offs_c < C
-                nc = nmask[:, None] & cmask[None, :]
-                cj = cmask[:, None] & jmask[None, :]
-                w1t = tl.load(w1_ptr + offs_j[None, :] * C + offs_c[:, None], mask=cj, other=0.0).to(acc_ty)
-                dp = tl.sum(tl.where(cj[None, :, :], dh[:, None, :] * w1t[None, :, :], 0.0), axis=2)
-                tl.store(shift_ptr + rows_n[:, None] * C + offs_c[None, :], dp / HW, mask=nc)
-        # Phase 2 reads what phase 1 stored from other threads of this program.
-        tl.debug_barrier()
-        w_ty = gw1_ptr.dtype.element_ty
-        for c0 in range(0, C, BLOCK_C):
-            offs_c = c0 + tl.arange(0, BLOCK_C)
-            cmask = offs_c < C
-            cj = cmask[:, None] & jmask[None, :]
-            gw2 = tl.zeros([BLOCK_C, BLOCK_H], dtype=acc_ty)
-            gw1t = tl.zeros([BLOCK_C, BLOCK_H], dtype=acc_ty)
-            gb2 = tl.zeros([BLOCK_C], dtype=acc_ty)
+            ds = tl.load(ds_ptr + rows_n[:, None] * C + offs_c[None, :], mask=nc, other=0.0)
+            pv = tl.load(p_ptr + rows_n[:, None] * C + offs_c[None, :], mask=nc, other=0.0)
+            hv = tl.load(h_ptr + rows_n[:, None] * HIDDEN + offs_j[None, :], mask=nj, other=0.0)
+            dh = tl.load(dh_ptr + rows_n[:, None] * HIDDEN + offs_j[None, :], mask=nj, other=0.0)
+            m3 = nc[:, :, None] & nj[:, None, :]
+            gw2 += tl.sum(tl.where(m3, ds[:, :, None] * hv[:, None, :], 0.0), axis=0)
+            gw1t += tl.sum(tl.where(m3, pv[:, :, None] * dh[:, None, :], 0.0), axis=0)
+            gb2 += tl.sum(ds, axis=0)
+        tl.store(gw2_ptr + offs_c[:, None] * HIDDEN + offs_j[None, :], gw2.to(w_ty), mask=cj)
+        tl.store(gw1_ptr + offs_j[None, :] * C + offs_c[:, None], gw1t.to(w_ty), mask=cj)
+        tl.store(gb2_ptr + offs_c, gb2.to(w_ty), mask=cmask)
+        if tl.program_id(0) == 0:
+            gb1 = tl.zeros([BLOCK_H], dtype=acc_ty)
             for n0 in range(0, N, BLOCK_N):
                 offs_n = n0 + tl.arange(0, BLOCK_N)
-                nmask = offs_n < N
-                rows_n = offs_n.to(tl.int64)
-                nc = nmask[:, None] & cmask[None, :]
-                nj = nmask[:, None] & jmask[None, :]
-                ds = tl.load(ds_ptr + rows_n[:, None] * C + offs_c[None, :], mask=nc, other=0.0)
-                pv = tl.load(p_ptr + rows_n[:, None] * C + offs_c[None, :], mask=nc, other=0.0)
-                hv = tl.load(h_ptr + rows_n[:, None] * HIDDEN + offs_j[None, :], mask=nj, other=0.0)
-                dh = tl.load(dh_ptr + rows_n[:, None] * HIDDEN + offs_j[None, :], mask=nj, other=0.0)
-                m3 = nc[:, :, None] & nj[:, None, :]
-                gw2 += tl.sum(tl.where(m3, ds[:, :, None] * hv[:, None, :], 0.0), axis=0)
-                gw1t += tl.sum(tl.where(m3, pv[:, :, None] * dh[:, None, :], 0.0), axis=0)
-                gb2 += tl.sum(ds, axis=0)
-            tl.store(gw2_ptr + offs_c[:, None] * HIDDEN + offs_j[None, :], gw2.to(w_ty), mask=cj)
-            tl.store(gw1_ptr + offs_j[None, :] * C + offs_c[:, None], gw1t.to(w_ty), mask=cj)
-            tl.store(gb2_ptr + offs_c, gb2.to(w_ty), mask=cmask)
-        gb1 = tl.zeros([BLOCK_H], dtype=acc_ty)
-        for n0 in range(0, N, BLOCK_N):
-            offs_n = n0 + tl.arange(0, BLOCK_N)
-            nj = (offs_n < N)[:, None] & jmask[None, :]
-            gb1 += tl.sum(tl.load(dh_ptr + offs_n.to(tl.int64)[:, None] * HIDDEN + offs_j[None, :], mask=nj, other=0.0), axis=0)
-        tl.store(gb1_ptr + offs_j, gb1.to(w_ty), mask=jmask)
+                nj = (offs_n < N)[:, None] & jmask[None, :]
+                gb1 += tl.sum(tl.load(dh_ptr + offs_n.to(tl.int64)[:, None] * HIDDEN + offs_j[None, :], mask=nj,
+                                      other=0.0), axis=0)
+            tl.store(gb1_ptr + offs_j, gb1.to(w_ty), mask=jmask)
 
-    # Elements of the largest tile of an MLP program: 4K (16 a thread on _NUM_WARPS warps) in the
-    # forward, where 8K on 4 warps spilled 8-32 bytes in some configurations; 8K in the
-    # single-program backward, whose few spilled bytes do not go away with smaller tiles
-    # (bench/gpu_static.py; ALLOWED there says why they stay).
-    _MLP_TILE = {"forward": 4096, "backward": 8192}
+    # Elements of the largest tile of an MLP program, 16 a thread on _NUM_WARPS warps: at 8K some
+    # configurations spilled 8-32 bytes (bench/gpu_static.py).
+    _MLP_TILE = {"forward": 4096, "backward": 4096}
 
     def _mlp_blocks(n, c, hidden, parts, tile):
         """Tile sizes of the MLP kernels: all of hidden at once, the rest bounded so that a 3-D
@@ -476,9 +479,12 @@ if HAS_TRITON:
         shift, ds = (torch.empty((n, c), dtype=vdt, device=x.device) for _ in range(2))
         dh = torch.empty((n, hidden), dtype=vdt, device=x.device)
         block_n, block_p, block_c, block_h = _mlp_blocks(n, c, hidden, plan.parts, _MLP_TILE["backward"])
-        _ca_mlp_backward_kernel[(1,)](
-            partial, plan.parts, hh * ww, p, h, s, m1, m2, n, c, hidden, ds, dh, shift, gw1, gb1, gw2,
-            gb2, BLOCK_N=block_n, BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_H=block_h, num_warps=_NUM_WARPS)
+        _ca_mlp_backward_samples_kernel[(triton.cdiv(n, block_n),)](
+            partial, plan.parts, hh * ww, h, s, m1, m2, n, c, hidden, ds, dh, shift, BLOCK_N=block_n,
+            BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_H=block_h, num_warps=_NUM_WARPS)
+        _ca_mlp_backward_weights_kernel[(triton.cdiv(c, block_c),)](
+            p, h, ds, dh, n, c, hidden, gw1, gb1, gw2, gb2, BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_H=block_h,
+            num_warps=_NUM_WARPS)
         _affine(gd, s, None, shift, grad_x, plan, channels_last)
         return grad_x, gw1.view(w1.shape), gb1, gw2.view(w2.shape), gb2
 
