@@ -177,7 +177,10 @@ def _cases_sam_gate(k, shape, dtype, cl):
 
 
 def _ca_tail_weights(c, wdtype):
-    hidden = max(c // 4, 1)
+    from mprnet_kernels.reference import PRESETS
+
+    (reduction,) = {p["reduction"] for p in PRESETS.values()}  # the presets share one
+    hidden = max(c // reduction, 1)
     return (_empty((hidden, c, 1, 1), wdtype), _empty((hidden,), wdtype), _empty((c, hidden, 1, 1), wdtype),
             _empty((c,), wdtype))
 
