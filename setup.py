@@ -39,8 +39,9 @@ except ImportError:
 def extension():
     toolkit = cuda.find_toolkit()
     print(f"mprnet-kernels: {toolkit.note}", flush=True)
+    # torch.utils.cpp_extension guesses CUDA_HOME when it is imported (and logs its guess, here a
+    # wrong one): the variable goes first, the module attribute covers an earlier import.
     if toolkit.home:
-        # torch.utils.cpp_extension reads CUDA_HOME once, when it is imported.
         os.environ["CUDA_HOME"] = toolkit.home
     from torch.utils import cpp_extension
 
