@@ -25,7 +25,9 @@ from .losses import (
     clamp01,
     edge_loss,
     laplacian,
+    mprnet_loss,
 )
+from .ops import ca_tail, sam_gate, upsample2x_add
 from .model import PRESETS, MPRNet
 
 __all__ = [
@@ -49,4 +51,8 @@ __all__ = [
     "clamp01",
     "edge_loss",
     "laplacian",
+    "mprnet_loss",
+    "ca_tail",
+    "sam_gate",
+    "upsample2x_add",
 ]

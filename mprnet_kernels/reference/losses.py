@@ -133,6 +133,19 @@ def stage_outputs(outputs: Union[Sequence[torch.Tensor], torch.Tensor]) -> List[
     return outputs
 
 
+def mprnet_loss(outputs: Union[Sequence[torch.Tensor], torch.Tensor], target: torch.Tensor,
+                eps: float = 1e-3, edge_weight: float = 0.05, clamp: bool = False) -> torch.Tensor:
+    """The functional form of `MPRNetLoss` (same arguments, in the op's order)."""
+    outputs = stage_outputs(outputs)
+    if clamp:
+        outputs = [clamp01(out) for out in outputs]
+    total = sum(charbonnier_loss(out, target, eps) for out in outputs)
+    if edge_weight != 0:
+        edge = sum(edge_loss(out, target, eps) for out in outputs)
+        total = total + edge_weight * edge
+    return total
+
+
 class MPRNetLoss(nn.Module):
     """The MPRNet training objective over all stage outputs.
 
@@ -155,15 +168,7 @@ class MPRNetLoss(nn.Module):
 
     def forward(self, outputs: Union[Sequence[torch.Tensor], torch.Tensor],
                 target: torch.Tensor) -> torch.Tensor:
-        outputs = stage_outputs(outputs)
-        if self.clamp:
-            outputs = [clamp01(out) for out in outputs]
-
-        total = sum(charbonnier_loss(out, target, self.eps) for out in outputs)
-        if self.edge_weight != 0:
-            edge = sum(edge_loss(out, target, self.eps) for out in outputs)
-            total = total + self.edge_weight * edge
-        return total
+        return mprnet_loss(outputs, target, self.eps, self.edge_weight, self.clamp)
 
     def extra_repr(self) -> str:
         return f"edge_weight={self.edge_weight}, eps={self.eps}, clamp={self.clamp}"
