@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Dict
 
-TASKS = ("deblur", "derain", "denoise")
+from ..tasks import TASK_LOSSES, TASKS
 
 #: Adam's betas and eps are the same for every task (upstream's); not worth a flag each.
 ADAM_BETAS = (0.9, 0.999)
@@ -37,11 +37,11 @@ class Recipe:
 
 RECIPES: Dict[str, Recipe] = {
     "deblur": Recipe(preset="deblur", patch=256, batch=16, lr=2e-4, min_lr=1e-6, warmup_epochs=3,
-                     epochs=3000, edge_weight=0.05, clamp=False),
+                     epochs=3000, **TASK_LOSSES["deblur"]),
     "derain": Recipe(preset="derain", patch=256, batch=16, lr=2e-4, min_lr=1e-6, warmup_epochs=3,
-                     epochs=250, edge_weight=0.05, clamp=False),
+                     epochs=250, **TASK_LOSSES["derain"]),
     "denoise": Recipe(preset="denoise", patch=128, batch=16, lr=2e-4, min_lr=1e-6, warmup_epochs=3,
-                      epochs=80, edge_weight=0.0, clamp=True),
+                      epochs=80, **TASK_LOSSES["denoise"]),
 }
 
 #: Presets beyond the three published ones: changes to the deblur preset's constructor arguments.
