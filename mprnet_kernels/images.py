@@ -6,6 +6,9 @@ converted on reading, and the conversion is reported (not silently done) so a co
 Pixels are taken as stored: EXIF orientation is not applied, so an output has the input's stored
 size; multi-frame files (GIF, TIFF) give their first frame. 16-bit RGB PNGs are reduced to 8 bits
 per channel by Pillow (it has no 16-bit RGB mode); the note says so.
+
+``pad_to_multiple`` pads an image tensor to the sizes MPRNet takes; restore() and validation
+share it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .reference.model import SIZE_MULTIPLE  # H and W of MPRNet's input are multiples of it
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -110,3 +115,24 @@ def write_png(path, image: torch.Tensor) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(to_uint8(image)).save(path)
+
+
+def _pad_index(size: int, pad: int) -> torch.Tensor:
+    """Source index of each of size + pad output positions: mirrored past the end, or the last
+    index repeated when the side is too short to mirror."""
+    index = torch.arange(size + pad)
+    if pad < size:
+        return torch.where(index < size, index, 2 * (size - 1) - index)
+    return index.clamp(max=size - 1)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> torch.Tensor:
+    """x (..., H, W) padded at the bottom and right to multiples of `multiple`: reflected, or
+    replicated along a side shorter than its pad."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if pad_w:
+        x = x.index_select(-1, _pad_index(w, pad_w).to(x.device))
+    if pad_h:
+        x = x.index_select(-2, _pad_index(h, pad_h).to(x.device))
+    return x

@@ -65,6 +65,7 @@ from pathlib import Path
 
 import torch
 
+from .images import pad_to_multiple
 from .reference.model import SIZE_MULTIPLE  # H and W of MPRNet's input are multiples of it
 from .training.recipe import TASKS
 
@@ -88,27 +89,6 @@ def check_tiling(tile, overlap, prefix: str = "") -> None:
         raise ValueError(f"{prefix}overlap: expected an integer >= 0, got {overlap!r}")
     if tile is not None and overlap >= tile:
         raise ValueError(f"{prefix}overlap: expected less than {prefix}tile ({tile}), got {overlap}")
-
-
-def _pad_index(size: int, pad: int) -> torch.Tensor:
-    """Source index of each of size + pad output positions: mirrored past the end, or the last
-    index repeated when the side is too short to mirror."""
-    index = torch.arange(size + pad)
-    if pad < size:
-        return torch.where(index < size, index, 2 * (size - 1) - index)
-    return index.clamp(max=size - 1)
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> torch.Tensor:
-    """x (..., H, W) padded at the bottom and right to multiples of `multiple`: reflected, or
-    replicated along a side shorter than its pad."""
-    h, w = x.shape[-2:]
-    pad_h, pad_w = -h % multiple, -w % multiple
-    if pad_w:
-        x = x.index_select(-1, _pad_index(w, pad_w).to(x.device))
-    if pad_h:
-        x = x.index_select(-2, _pad_index(h, pad_h).to(x.device))
-    return x
 
 
 def _as_batch(image, model) -> tuple[torch.Tensor, bool]:

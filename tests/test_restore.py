@@ -15,9 +15,9 @@ from PIL import Image
 import mprnet_kernels
 from mprnet_kernels import MPRNet, cli, restore
 from mprnet_kernels.demo_data import make_pair
-from mprnet_kernels.images import read_image, to_uint8
+from mprnet_kernels.images import pad_to_multiple, read_image, to_uint8
 from mprnet_kernels.reference import PRESETS
-from mprnet_kernels.restoration import pad_to_multiple, tile_starts, tiling_difference
+from mprnet_kernels.restoration import tile_starts, tiling_difference
 
 TINY = dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
 SMALL = dict(n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=2)

@@ -14,8 +14,9 @@ from typing import Callable, Optional, Tuple
 import torch
 
 from .distributed import Dist, all_reduce_sum
+from ..images import pad_to_multiple
 from ..metrics import psnr
-from ..restoration import pad_to_multiple
+
 
 @torch.no_grad()
 def validate(model, loader, d: Dist, amp: bool, ssim: Optional[Callable],

@@ -10,12 +10,12 @@ from mprnet_kernels.reference import PRESETS
 from mprnet_kernels.training.config import build_config
 from mprnet_kernels.training.data import random_patch
 from mprnet_kernels.training.errors import SetupError
+from mprnet_kernels.images import pad_to_multiple
 from mprnet_kernels.metrics import psnr, ssim_function
 from mprnet_kernels.training.recipe import RECIPES, model_config
 from mprnet_kernels.training.runlog import RunLog, read_log
 from mprnet_kernels.training.sampler import EpochSampler
 from mprnet_kernels.training.schedule import WarmupCosine, lr_at
-from mprnet_kernels.training.validation import pad_to_multiple
 
 
 def test_recipe_is_upstreams():
