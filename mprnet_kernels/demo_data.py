@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .reference.model import SIZE_MULTIPLE  # H and W of MPRNet's input are multiples of it
-from .training.recipe import TASKS
+from .tasks import TASKS
 
 DEFAULT_COUNT = 64
 DEFAULT_SIZE = 128

@@ -67,7 +67,7 @@ import torch
 
 from .images import pad_to_multiple
 from .reference.model import SIZE_MULTIPLE  # H and W of MPRNet's input are multiples of it
-from .training.recipe import TASKS
+from .tasks import TASKS
 
 __all__ = ["restore", "pad_to_multiple", "tile_starts", "tiling_difference", "psnr", "measure_tiling", "TASKS"]
 
