@@ -85,7 +85,8 @@ def train(config: TrainConfig, *, checkpoint: Optional[Dict[str, Any]] = None,
 
 
 def _train(config, d: Dist, checkpoint, loss_fn, on_step) -> TrainResult:
-    from .. import MPRNet, MPRNetLoss
+    from ..model import MPRNet
+    from ..nn import MPRNetLoss
 
     say = (lambda *a: print(*a, flush=True)) if d.is_main else (lambda *a: None)
     cuda = d.device.type == "cuda"
