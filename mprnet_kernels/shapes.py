@@ -3,21 +3,22 @@
 `model_shapes(preset, batch, height, width)` builds the fast MPRNet of a preset on the meta
 device (no memory, no arithmetic: about a second), runs one forward of an (batch, 3, height,
 width) input with forward hooks on its fused CAB and SAM blocks, and records the (N, C, H, W)
-each fused op sees, with how many times per forward:
+each fused op sees, with how many times per forward, at the op's call site
+(`registry.OpSpec.site`, one of `SITES`):
 
-* ``ca_tail``: the input of every CAB (the fused tail reads the body output and the block input,
+* ``cab``: the input of every CAB (the fused tail reads the body output and the block input,
   both of that shape);
-* ``sam_gate``: the feature input of every SAM (x1, z and x all have that shape);
-* ``charbonnier_loss``, ``edge_loss``: one stage output (what each term of the loss sees);
-* ``mprnet_loss``: one stage output, three of which (the model's outputs) make one call;
-* ``upsample2x_add``: the low-resolution input x of every resize-and-add (SkipUpSample, the
-  ORSNet's upsampled branches), recorded by wrapping the model's ``_up2_add``.
+* ``sam``: the feature input of every SAM (x1, z and x all have that shape);
+* ``stage_output``: one stage output (what each term of the loss sees);
+* ``stage_outputs``: one stage output, three of which (the model's outputs) make one call;
+* ``up2_add``: the low-resolution input x of every resize-and-add (SkipUpSample, the ORSNet's
+  upsampled branches), recorded by wrapping the model's ``_up2_add``.
 
 The fast model is the one hooked because its shapes are the ones the fused ops are called
 with: it batches the four stage-1 patches as 4N and the two stage-2 halves as 2N, where the
 reference runs them one at a time (the same elements in all: batching changes shapes, not work).
 `mprnet-kernels bench` and the pytest-benchmark suite in bench/ take their shapes from here
-(through `mprnet_kernels.benchmark.op_cases`), at the model inputs in `BENCH_INPUTS`.
+(through `mprnet_kernels.benchmark.cases.op_cases`), at the model inputs in `BENCH_INPUTS`.
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from . import nn as fused
+from .model import MPRNet
 from .reference import PRESETS
+from .registry import OPS
 
-__all__ = ["BENCH_INPUTS", "OPS", "OpShape", "model_shapes", "representative_shape", "shapes_for"]
+__all__ = ["BENCH_INPUTS", "OpShape", "SITES", "model_shapes", "representative_shape", "shapes_for"]
 
-#: The fused ops, in the order tables list them.
-OPS = ("sam_gate", "ca_tail", "charbonnier_loss", "edge_loss", "mprnet_loss", "upsample2x_add")
+#: Where the model calls a fused op (see the module docstring).
+SITES = ("cab", "sam", "stage_output", "stage_outputs", "up2_add")
 
 #: The model inputs (batch, image side) whose op shapes the benchmarks time, by device and run:
 #: "full" for `mprnet-kernels bench --full` and the pytest-benchmark suite (on a GPU, the
@@ -65,27 +69,24 @@ class OpShape:
 def model_shapes(preset: str, batch: int = 1, height: int = 256, width: int = 256) -> Dict[str, Tuple[OpShape, ...]]:
     """{op: OpShape per distinct shape, the most traffic (calls x size) first} for one forward
     of the `preset` MPRNet on a (batch, 3, height, width) input (height, width multiples of 8)."""
-    from . import nn as fused
-    from .model import MPRNet
-
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    seen = {"ca_tail": Counter(), "sam_gate": Counter(), "upsample2x_add": Counter()}
+    seen = {"cab": Counter(), "sam": Counter(), "up2_add": Counter()}
     with torch.device("meta"):
         model = MPRNet.from_preset(preset).eval()
     up2_add = model._up2_add
 
     def recording_up2_add(x, y):  # an instance attribute: shadows the method for this model only
-        seen["upsample2x_add"].update([tuple(x.shape)])
+        seen["up2_add"].update([tuple(x.shape)])
         return up2_add(x, y)
 
     model._up2_add = recording_up2_add
     hooks = []
     for module in model.modules():
-        op = "ca_tail" if isinstance(module, fused.CAB) else "sam_gate" if isinstance(module, fused.SAM) else None
-        if op is not None:
+        site = "cab" if isinstance(module, fused.CAB) else "sam" if isinstance(module, fused.SAM) else None
+        if site is not None:
             hooks.append(module.register_forward_hook(
-                lambda m, inputs, output, op=op: seen[op].update([tuple(inputs[0].shape)])))
+                lambda m, inputs, output, site=site: seen[site].update([tuple(inputs[0].shape)])))
     try:
         with torch.no_grad():
             outputs = model(torch.empty(batch, PRESETS[preset]["in_c"], height, width, device="meta"))
@@ -93,12 +94,11 @@ def model_shapes(preset: str, batch: int = 1, height: int = 256, width: int = 25
         for h in hooks:
             h.remove()
     stage = Counter([tuple(o.shape) for o in outputs])
-    seen["charbonnier_loss"] = stage
-    seen["edge_loss"] = stage
-    seen["mprnet_loss"] = Counter({shape: 1 for shape in stage})  # one call over the 3 outputs
+    seen["stage_output"] = stage
+    seen["stage_outputs"] = Counter({shape: 1 for shape in stage})  # one call over the 3 outputs
     result = {}
-    for op in OPS:
-        shapes = [OpShape(op, preset, shape, calls) for shape, calls in seen[op].items()]
+    for op, spec in OPS.items():
+        shapes = [OpShape(op, preset, shape, calls) for shape, calls in seen[spec.site].items()]
         result[op] = tuple(sorted(shapes, key=lambda s: -s.calls * s.numel))
     return result
 

@@ -2,13 +2,15 @@
 call, a one-CAB model): the table, the JSON, the plots, the filters, the training-step and
 peak-memory columns, and that a wrong op or model fails the run."""
 
+import dataclasses
 import json
 import sys
 
 import pytest
 import torch
 
-from mprnet_kernels import benchmark, cli, reference, shapes, verify
+from mprnet_kernels import benchmark, cli, reference, registry, shapes
+from mprnet_kernels.benchmark import model_runs, op_runs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -34,7 +36,7 @@ def test_bench_writes_table_json_and_plots(tmp_path, capsys):
     assert _bench("--json", str(path), "--plot", str(plots)) == 0
     out = capsys.readouterr().out
     assert "verify:" in out and "all outputs match the reference" in out
-    for name in shapes.OPS + ("MPRNet inference", "MPRNet training step", "peak MiB ours/eager"):
+    for name in registry.op_names() + ("MPRNet inference", "MPRNet training step", "peak MiB ours/eager"):
         assert name in out
     data = json.loads(path.read_text())
     assert data["device"] in ("cpu", "cuda") and data["threads"] >= 1
@@ -45,7 +47,7 @@ def test_bench_writes_table_json_and_plots(tmp_path, capsys):
     assert (sizes["train_batch"], sizes["train_image"], sizes["train_reps"]) == (1, 16, 1)
     assert data["verify"] and all(v["ok"] for v in data["verify"])
     names = [r["name"] for r in data["rows"]]
-    assert set(shapes.OPS) <= set(names) and {"mprnet_inference", "mprnet_training_step"} <= set(names)
+    assert set(registry.op_names()) <= set(names) and {"mprnet_inference", "mprnet_training_step"} <= set(names)
     for row in data["rows"]:
         assert row["ok"] and row["ours_ms"] > 0 and row["eager_ms"] > 0 and row["compile_ms"] is None
         assert row["speedup"] == pytest.approx(row["eager_ms"] / row["ours_ms"])
@@ -97,18 +99,16 @@ def test_unknown_op_is_an_error(capsys):
 
 
 def test_fails_when_verify_fails(monkeypatch, capsys):
-    wrong = verify.Case("sam_gate", verify.CASES[0].make_inputs, verify.CASES[0].ours,
-                        lambda x1, z, x: x1 * torch.sigmoid(z) + x * 1.001)
-    monkeypatch.setattr(verify, "CASES", [wrong])
+    wrong = dataclasses.replace(registry.spec("sam_gate"), reference=lambda x1, z, x: x1 * torch.sigmoid(z) + x * 1.001)
+    monkeypatch.setitem(registry.OPS, "sam_gate", wrong)
     assert _bench("--ops", "sam_gate") == 1
     assert "FAIL sam_gate" in capsys.readouterr().out
 
 
 def test_fails_when_a_timed_output_is_wrong(monkeypatch, capsys):
-    good = benchmark.OP_BENCHES["sam_gate"]
-    wrong = benchmark.OpBench("sam_gate", good.passes, good.make_inputs,
-                              lambda preset: lambda x1, z, x: good.ours(preset)(x1, z, x) * 1.1, good.eager)
-    monkeypatch.setitem(benchmark.OP_BENCHES, "sam_gate", wrong)
+    good = registry.spec("sam_gate")
+    wrong = dataclasses.replace(good, fn=lambda x1, z, x: good.fn(x1, z, x) * 1.1)
+    monkeypatch.setitem(registry.OPS, "sam_gate", wrong)
     assert _bench("--ops", "sam_gate") == 1
     out = capsys.readouterr().out
     assert "FAIL (ours" in out and "off float64" in out and "timed output(s) off the reference" in out
@@ -176,7 +176,7 @@ def test_peak_memory_counts_what_a_call_allocates():
 
 
 def test_fails_when_a_training_step_is_wrong(monkeypatch, capsys):
-    real = benchmark.model_impls
+    real = model_runs.model_impls
 
     def wrong_ours(*args, **kwargs):
         impls = real(*args, **kwargs)
@@ -184,7 +184,7 @@ def test_fails_when_a_training_step_is_wrong(monkeypatch, capsys):
         impls["ours"] = (model, weights, lambda outs, y: 1.01 * loss(outs, y))  # gradients 1% off
         return impls
 
-    monkeypatch.setattr(benchmark, "model_impls", wrong_ours)
+    monkeypatch.setattr(model_runs, "model_impls", wrong_ours)
     assert _bench("--ops", "model") == 1
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("MPRNet")]
@@ -214,18 +214,16 @@ def test_forward_rows(monkeypatch):
     shape = (1, 3, 16, 16)
     for op in ("charbonnier_loss", "mprnet_loss", "sam_gate"):
         s = (1, 8, 16, 16) if op == "sam_gate" else shape
-        [row] = benchmark._op_rows(benchmark.OP_BENCHES[op], "deblur", s, torch.float32, cfg, benchmark.TINY, 1e10,
-                                   mode="forward")
+        [row] = op_runs.op_rows(registry.spec(op), "deblur", s, torch.float32, cfg, benchmark.TINY, 1e10,
+                                mode="forward")
         assert row.ok and row.mode == "forward" and row.ours_ms > 0
         elements = torch.Size(s).numel()
-        assert row.bytes_moved == benchmark.OP_BENCHES[op].forward_passes * elements * 4
-        assert 0 < benchmark.OP_BENCHES[op].forward_passes < benchmark.OP_BENCHES[op].passes
-    good = benchmark.OP_BENCHES["sam_gate"]
-    wrong = benchmark.OpBench("sam_gate", good.passes, good.make_inputs,
-                              lambda preset: lambda x1, z, x: good.ours(preset)(x1, z, x) + 0.1, good.eager,
-                              forward_passes=good.forward_passes)
-    [row] = benchmark._op_rows(wrong, "deblur", (1, 8, 16, 16), torch.float32, cfg, benchmark.TINY, 1e10,
-                               mode="forward")
+        assert row.bytes_moved == registry.spec(op).forward_passes * elements * 4
+        assert 0 < registry.spec(op).forward_passes < registry.spec(op).passes
+    good = registry.spec("sam_gate")
+    wrong = dataclasses.replace(good, fn=lambda x1, z, x: good.fn(x1, z, x) + 0.1)
+    [row] = op_runs.op_rows(wrong, "deblur", (1, 8, 16, 16), torch.float32, cfg, benchmark.TINY, 1e10,
+                            mode="forward")
     assert not row.ok and row.ours_ms is None and "ours" in row.note
 
 

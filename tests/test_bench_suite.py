@@ -3,6 +3,7 @@ its op shapes come from the model, every op has a forward and a forward+backward
 each case checks its result before timing (and a wrong one fails), and bench/gpu_check.sh fits
 its one device call."""
 
+import dataclasses
 import importlib
 import re
 import statistics
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mprnet_kernels import benchmark, shapes
+from mprnet_kernels import benchmark, registry, shapes
+from mprnet_kernels.benchmark import model_runs
 from mprnet_kernels.reference import PRESETS
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -51,7 +53,7 @@ def _cpu_params(op, **kw):
     return [p.values for p in _common.op_params(op, **kw) if p.values[0] == "cpu"]
 
 
-@pytest.mark.parametrize("op", shapes.OPS)
+@pytest.mark.parametrize("op", registry.op_names())
 def test_suite_shapes_come_from_the_model(op):
     batch, image = shapes.BENCH_INPUTS["cpu"]["full"]
     params = _cpu_params(op)
@@ -63,7 +65,7 @@ def test_suite_shapes_come_from_the_model(op):
     seen = set()
     for preset in PRESETS:
         for s in shapes.shapes_for(op, preset, batch, image, image)[:3]:
-            key = (s.shape, repr(benchmark.LOSS_RECIPES[preset]) if op == "mprnet_loss" else None)
+            key = (s.shape, repr(registry.spec(op).call_kwargs(preset)))
             assert (preset, s.shape) in cased or key in seen
             seen.add(key)
     # Every case in each dtype of the device, ours and eager; compile at each preset's heaviest.
@@ -82,7 +84,7 @@ def test_no_hand_typed_shapes_left():
         assert "def shapes_for" not in text and "def stage_output_shape" not in text and "def shape_for" not in text
 
 
-@pytest.mark.parametrize("op", shapes.OPS)
+@pytest.mark.parametrize("op", registry.op_names())
 def test_every_op_has_forward_and_forward_backward(op):
     module = importlib.import_module(f"bench_{op}")
     for mode in ("forward", "forward_backward"):
@@ -98,7 +100,7 @@ SMALL = {"sam_gate": (1, 8, 8, 8), "ca_tail": (1, 16, 8, 8), "charbonnier_loss":
          "edge_loss": (1, 3, 8, 8), "mprnet_loss": (1, 3, 8, 8), "upsample2x_add": (1, 8, 4, 5)}
 
 
-@pytest.mark.parametrize("op", shapes.OPS)
+@pytest.mark.parametrize("op", registry.op_names())
 def test_run_op_checks_then_times(op):
     for mode, layout, dtype, impl in (("forward", "channels_last", torch.float32, "ours"),
                                       ("forward+backward", "contiguous", torch.bfloat16, "ours"),
@@ -108,7 +110,7 @@ def test_run_op_checks_then_times(op):
         info = stub.extra_info
         assert median > 0 and stub.calls == 7
         assert info["mode"] == mode and info["layout"] == layout and info["rel_err"] < _common.CHECK_TOLERANCE
-        bench = benchmark.OP_BENCHES[op]
+        bench = registry.spec(op)
         passes = bench.passes if mode == "forward+backward" else bench.forward_passes
         assert info["bytes_moved"] == passes * torch.Size(SMALL[op]).numel() * dtype.itemsize
         assert info["gb_per_s"] > 0 and info["copy_gb_per_s"] > 0
@@ -116,19 +118,18 @@ def test_run_op_checks_then_times(op):
 
 def test_layout_is_applied():
     inputs = _common.make_inputs("ca_tail", "deblur", SMALL["ca_tail"], "cpu", torch.float32, "channels_last")
-    x, r, w1, w2 = inputs.args
+    x, r, w1, b1, w2, b2 = inputs.args
     assert x.is_contiguous(memory_format=torch.channels_last) and inputs.main is x and x.is_leaf and x.requires_grad
-    assert inputs.leaves == inputs.args and inputs.grad.is_contiguous(memory_format=torch.channels_last)
+    assert b1 is None and b2 is None  # MPRNet's CALayer has no biases
+    assert inputs.leaves == [x, r, w1, w2] and inputs.grad.is_contiguous(memory_format=torch.channels_last)
     assert w1.shape[2:] == (1, 1)
 
 
 @pytest.mark.parametrize("mode", ["forward", "forward+backward"])
 def test_run_op_fails_on_a_wrong_result(monkeypatch, mode):
-    good = benchmark.OP_BENCHES["sam_gate"]
-    wrong = benchmark.OpBench("sam_gate", good.passes, good.make_inputs,
-                              lambda preset: lambda x1, z, x: good.ours(preset)(x1, z, x) * 1.05, good.eager,
-                              forward_passes=good.forward_passes)
-    monkeypatch.setitem(benchmark.OP_BENCHES, "sam_gate", wrong)
+    good = registry.spec("sam_gate")
+    wrong = dataclasses.replace(good, fn=lambda x1, z, x: good.fn(x1, z, x) * 1.05)
+    monkeypatch.setitem(registry.OPS, "sam_gate", wrong)
     stub = StubBenchmark()
     with pytest.raises(AssertionError, match="off float64"):
         _common.run_op(stub, "sam_gate", mode, "cpu", "deblur", SMALL["sam_gate"], torch.float32, "contiguous", "ours")
@@ -169,7 +170,7 @@ def test_gpu_check_fits_the_sessions_device_time():
     import bench_mprnet
 
     assert "not fp16" in script and _common.DTYPE_IDS[torch.float16] == "fp16"
-    ids = [p.id for op in shapes.OPS for p in _common.op_params(op)] + [p.id for p in bench_mprnet._params("training")]
+    ids = [p.id for op in registry.op_names() for p in _common.op_params(op)] + [p.id for p in bench_mprnet._params("training")]
     assert ids and not any("fp16" in i for i in ids if "-fp16-" not in i)
     assert "bench/profile_model.py" in script and '"$logs/profile.json"' in script
 
@@ -217,7 +218,7 @@ def tiny_model_suite(monkeypatch):
     bench_mprnet._expected.clear()
     yield bench_mprnet
     bench_mprnet._expected.clear()
-    benchmark._models.clear()
+    model_runs.clear_models()
 
 
 def test_model_suite_checks_then_times(tiny_model_suite):
@@ -230,7 +231,7 @@ def test_model_suite_checks_then_times(tiny_model_suite):
     tiny_model_suite.bench_inference(stub, "cpu", "denoise", 16, "fp32", "ours")
     assert stub.calls == 1 and stub.extra_info["rel_err"] < 1e-4 and stub.extra_info["peak_mib"] > 0
     # The weights are put back: the reference and ours still agree to float32 rounding.
-    ref, ours = benchmark._model_pair("denoise", "cpu", benchmark.TINY_MODEL)
+    ref, ours = benchmark.model_pair("denoise", "cpu", benchmark.TINY_MODEL)
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), ours.state_dict().values()))
 
 

@@ -1,11 +1,12 @@
 """The `mprnet-kernels` command: info, verify (and that verify really fails on a wrong op)."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
-from mprnet_kernels import cli, verify
+from mprnet_kernels import cli, registry
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "mprnet_small_float64.pt"
 
@@ -30,9 +31,8 @@ def test_verify_with_fixture(capsys):
 
 
 def test_verify_fails_on_a_wrong_op(monkeypatch, capsys):
-    wrong = verify.Case("sam_gate", verify.CASES[0].make_inputs, verify.CASES[0].ours,
-                        lambda x1, z, x: x1 * torch.sigmoid(z) + x * 1.001)
-    monkeypatch.setattr(verify, "CASES", [wrong])
+    wrong = dataclasses.replace(registry.spec("sam_gate"), reference=lambda x1, z, x: x1 * torch.sigmoid(z) + x * 1.001)
+    monkeypatch.setitem(registry.OPS, "sam_gate", wrong)
     assert cli.main(["verify"]) == 1
     assert "FAIL" in capsys.readouterr().out
 

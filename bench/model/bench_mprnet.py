@@ -47,7 +47,7 @@ def _cached(key, compute):
 
 
 def _params(kind):
-    # Preset outermost, so each preset's pair of models is built once (benchmark._model_pair
+    # Preset outermost, so each preset's pair of models is built once (benchmark.model_pair
     # keeps one pair at a time).
     out = []
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

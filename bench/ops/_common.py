@@ -1,7 +1,7 @@
 """What the op benchmarks in bench/ops/ share (timing and the roofline are in bench/harness.py):
 which cases run, the implementations, the check against float64 before timing, and the timed
-call. The ops themselves (inputs, ours, the eager reference, compile options, OPS.md pass counts)
-are `mprnet_kernels.benchmark.OP_BENCHES`, the ones `mprnet-kernels bench` times.
+call. The ops themselves (inputs, ours, the eager reference, compile options, docs/OPS.md pass
+counts) are `mprnet_kernels.registry.OPS`, the ones `mprnet-kernels bench` times.
 
 Cases: each op at the shapes MPRNet really produces, derived from the model (never typed here):
 `mprnet_kernels.benchmark.op_cases` over `mprnet_kernels.shapes`, for every preset, at the model
@@ -26,6 +26,7 @@ from harness import run_benchmark
 from mprnet_kernels import benchmark as mk
 from mprnet_kernels.ops import _backend
 from mprnet_kernels.reference import PRESETS
+from mprnet_kernels.registry import Inputs, spec
 from mprnet_kernels.shapes import BENCH_INPUTS
 
 # Relative error a benchmarked implementation may show against float64 before it is timed.
@@ -76,12 +77,12 @@ def op_params(op: str, layouts: Sequence[str] = ("contiguous",), top: int = 3) -
     return params
 
 
-def make_inputs(op: str, preset: str, shape, device: str, dtype: torch.dtype, layout: str = "contiguous") -> mk.Inputs:
-    """The op's inputs (OP_BENCHES) at `shape`, its feature maps (4-D tensors with `shape`'s
+def make_inputs(op: str, preset: str, shape, device: str, dtype: torch.dtype, layout: str = "contiguous") -> Inputs:
+    """The op's benchmark inputs (the registry's) at `shape`, its feature maps (4-D tensors with `shape`'s
     batch and channels, whatever their height and width: upsample2x_add's y is twice x's) in
     `layout`."""
     g = torch.Generator(device=device).manual_seed(0)
-    inputs = mk.OP_BENCHES[op].make_inputs(tuple(shape), preset, device, dtype, g)
+    inputs = spec(op).bench_inputs(tuple(shape), preset, device, dtype, g)
     if layout == "contiguous":
         return inputs
     fmt = LAYOUTS[layout]
@@ -92,12 +93,12 @@ def make_inputs(op: str, preset: str, shape, device: str, dtype: torch.dtype, la
         return t.detach().contiguous(memory_format=fmt).requires_grad_(t.requires_grad)
 
     new = {id(t): convert(t) for t in inputs.args}
-    return mk.Inputs([new[id(t)] for t in inputs.args], [new[id(t)] for t in inputs.leaves], convert(inputs.grad),
+    return Inputs([new[id(t)] for t in inputs.args], [new[id(t)] for t in inputs.leaves], convert(inputs.grad),
                      new[id(inputs.main)])
 
 
 def implementation(op: str, preset: str, impl: str):
-    bench = mk.OP_BENCHES[op]
+    bench = spec(op)
     if impl == "eager":
         return bench.eager(preset)
     if impl == "compile":
@@ -112,7 +113,7 @@ def run_op(benchmark, op: str, mode: str, device: str, preset: str, shape, dtype
     for forward+backward its input gradients), then times it. A wrong result fails the case
     (the eager reference in a half dtype is the yardstick: its own rounding is recorded, not
     failed). Returns the median in seconds."""
-    bench = mk.OP_BENCHES[op]
+    bench = spec(op)
     inputs = make_inputs(op, preset, shape, device, dtype, layout)
     fn = implementation(op, preset, impl)
     with _backend.using_cuda_backend(op, impl if impl in _backend.BACKENDS else None):

@@ -2,8 +2,7 @@
 backend) vs the eager reference vs torch.compile of it, forward alone and forward+backward, at
 the SAM feature shapes each preset's model produces (bench/ops/_common.py).
 
-Bytes the fused op must move: forward reads x1, z, x and writes out (4 passes); backward reads
-g, x1, z and writes grad_x1, grad_z (5 passes; grad_x = g is free): 9 passes in all.
+Bytes moved: the pass counts of its registry entry (docs/OPS.md).
 Layouts: channels_last (what the fast model feeds it) at every shape, contiguous at the heaviest.
 
     python -m pytest bench/ops/bench_sam_gate.py --benchmark-only [-k "cpu and deblur and not compile"]

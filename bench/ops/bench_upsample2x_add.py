@@ -3,10 +3,9 @@ C++ CPU kernel; on CUDA the Triton one) vs the eager ``F.interpolate(x, scale_fa
 mode="bilinear") + y`` vs torch.compile of it, at the shapes of x (the low-resolution operand)
 the fast model's resize-and-adds see for each preset (bench/ops/_common.py).
 
-Bytes the fused op must move, in passes of x (y, out and grad are 4 times larger): forward reads
-x and y and writes out (1 + 4 + 4); backward reads grad and writes grad_x (4 + 1; grad_y is grad
-itself): 14 in all. Eager writes the resized x and reads it again forward, and its backward
-(upsample_bilinear2d_backward) zero-fills grad_x before scattering into it.
+Bytes moved: the pass counts of its registry entry (docs/OPS.md). Eager writes the resized x and
+reads it again forward, and its backward (upsample_bilinear2d_backward) zero-fills grad_x before
+scattering into it.
 Layouts: channels_last (what the fast model feeds it) at every shape, contiguous at the heaviest.
 
     python -m pytest bench/ops/bench_upsample2x_add.py --benchmark-only [-k "cpu and deblur and not compile"]

@@ -1,0 +1,44 @@
+"""One row of a `bench` table: an op case or a model case, its times, errors and notes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+__all__ = ["IMPLS", "Row"]
+
+#: Implementations in the order tables and plots show them.
+IMPLS = ("ours", "eager", "compile", "ours_compile")
+
+
+@dataclass
+class Row:
+    kind: str                    # "op" or "model"
+    name: str                    # op name, "mprnet_inference" or "mprnet_training_step"
+    preset: str
+    shape: List[int]
+    device: str
+    dtype: str
+    backend: str                 # "cpu", "triton" or "cuda" (ours); "-" for the model
+    ours_ms: Optional[float] = None
+    eager_ms: Optional[float] = None
+    compile_ms: Optional[float] = None
+    bytes_moved: Optional[int] = None
+    gb_per_s: Optional[float] = None
+    pct_of_copy: Optional[float] = None
+    errors: Dict[str, float] = field(default_factory=dict)  # impl -> worst rel. error vs float64
+    ok: bool = True
+    note: str = ""
+    # Ops: "forward+backward" or "forward"; models: "inference" or "training step" (forward,
+    # MPRNetLoss, backward, Adam step).
+    mode: str = "forward+backward"
+    ours_compile_ms: Optional[float] = None  # models: torch.compile of the fast MPRNet
+    peak_mib: Dict[str, float] = field(default_factory=dict)  # models: impl -> peak_memory in MiB
+
+    @property
+    def speedup(self) -> Optional[float]:
+        if self.ours_ms and self.eager_ms:
+            return self.eager_ms / self.ours_ms
+        return None
+
+
