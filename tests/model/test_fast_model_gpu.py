@@ -13,10 +13,10 @@ from helpers import assert_half_step_close, assert_step_close, model_step, rel_e
 from mprnet_kernels import MPRNetLoss, reference
 from mprnet_kernels.model import MPRNet
 from mprnet_kernels.ops import _backend
+from mprnet_kernels.registry import op_names
 
 pytestmark = pytest.mark.gpu
 
-OPS = ("sam_gate", "ca_tail", "charbonnier_loss", "edge_loss", "mprnet_loss", "upsample2x_add")
 BACKENDS = ("triton", "cuda")
 HALF = (torch.bfloat16, torch.float16)
 
@@ -25,7 +25,7 @@ HALF = (torch.bfloat16, torch.float16)
 def ops_on(backend):
     """Every op that has `backend` runs on it (the others on what they have)."""
     with contextlib.ExitStack() as stack:
-        for op in OPS:
+        for op in op_names():
             if backend in _backend.available_backends(op):
                 stack.enter_context(_backend.using_cuda_backend(op, backend))
         yield
