@@ -20,28 +20,9 @@ clamped to [0, 1]:
   cut; an image that fits in one tile takes the whole-image path.
 
 Tiles are an approximation for MPRNet: every channel-attention block pools its features over
-the whole input, so a tile sees other statistics than the whole image. Measured with
-``measure_tiling`` (below) on 4 unseen 512x512 synthetic images, overlap 32, 2-core CPU, the
-"small" config (n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=2); PSNR of tiled vs
-whole (worst image / mean), largest and mean |difference| on the [0, 1] scale, and the mean
-PSNR of each against the clean target:
-
-    model (input vs target)                 tile  tiled vs whole     max |d|  mean |d|  target: whole -> tiled
-    denoise, trained 12 epochs (21.38 dB)   128   39.5 / 40.7 dB     0.240    0.0029    23.78 -> 23.69 dB
-                                            256   41.5 / 42.9 dB     0.181    0.0021    23.78 -> 23.77 dB
-    deblur, trained 300 steps (26.02 dB)    128   56.3 / 57.6 dB     0.077    0.0005    26.64 -> 26.62 dB
-                                            256   58.4 / 60.8 dB     0.080    0.0003    26.64 -> 26.63 dB
-    deblur, random init (a weak proxy)      128   33.1 / 34.5 dB     0.393    0.0045    (output is noise)
-                                            256   35.3 / 37.0 dB     0.387    0.0031
-
-So with a model that restores (the denoiser gains 2.4 dB), tiles of 256 cost about 0.01 dB
-against the target and tiles of 128 about 0.1 dB; single pixels can move by tens of levels of
-255, but on average by under one. The denoiser was trained by `mprnet-kernels train --task denoise
---preset small --patch 64 --batch 8 --epochs 12 --lr 1e-3 --warmup-epochs 1` on `make-demo-data
---task denoise --size 64 --count 32`; measure a checkpoint with
-``python -c "from mprnet_kernels.restoration import measure_tiling as m; m(['--checkpoint',
-'CKPT', '--task', 'denoise'])"`` (5 min here); without --checkpoint it trains the small config
-on deblur pairs and measures it before and after (about 40 min on a busy 2-core CPU).
+the whole input, so a tile sees other statistics than the whole image. With the small config
+trained to restore, tiles of 256 cost about 0.01 dB against the target and tiles of 128 about
+0.1 dB (bench/results/tiling.md, measured by bench/tiling.py).
 
 CLI (``mprnet-kernels restore INPUT... -o OUT --checkpoint CKPT``): INPUTs are image files or
 folders (the image files directly inside, sorted by name; other files skipped). Each input is
@@ -59,7 +40,6 @@ is then 1 (0 when every input was written).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -69,7 +49,7 @@ from .images import pad_to_multiple
 from .reference.model import SIZE_MULTIPLE  # H and W of MPRNet's input are multiples of it
 from .tasks import TASKS
 
-__all__ = ["restore", "pad_to_multiple", "tile_starts", "tiling_difference", "psnr", "measure_tiling", "TASKS"]
+__all__ = ["restore", "pad_to_multiple", "tile_starts", "tiling_difference", "psnr", "TASKS"]
 
 
 # --------------------------------------------------------------------------- restore()
@@ -385,76 +365,3 @@ def main(args) -> int:
     done = len(files) - failed
     print(f"wrote {done} PNG(s) to {out_dir}" + (f"; {failed} input(s) failed (see above)" if failed else ""))
     return 1 if failed else 0
-
-
-# --------------------------------------------------------------------------- the tiling measurement
-
-
-def measure_tiling(argv=None) -> None:
-    """Prints how far tiled results are from whole-image ones (PSNR, max and mean |difference|) and
-    how each scores against the clean target, on synthetic test images from make-demo-data's
-    generator: for --checkpoint, or else for the small config at random init and after --steps of
-    brief training (the numbers in the module docstring)."""
-    p = argparse.ArgumentParser(prog="measure_tiling", description=measure_tiling.__doc__)
-    p.add_argument("--checkpoint", help="measure this checkpoint instead of training the small config")
-    p.add_argument("--task", choices=TASKS, default="deblur", help="degradation of the test (and training) images")
-    p.add_argument("--steps", type=int, default=300, help="Adam steps, batch 8 of 64x64 pairs (default 300)")
-    p.add_argument("--size", type=int, default=512, help="side of the test images (default 512)")
-    p.add_argument("--images", type=int, default=4, help="test images (default 4)")
-    p.add_argument("--tiles", default="128,256", help="comma list of tile sizes (default 128,256)")
-    p.add_argument("--overlap", type=int, default=32, help="(default 32)")
-    a = p.parse_args(argv)
-    tests = _synthetic_batch(a.task, [10_000], a.images, a.size)
-    tiles = [int(t) for t in a.tiles.split(",")]
-    if a.checkpoint:
-        model = load_model(a.checkpoint, torch.device("cpu"), a.task)[0]
-        _print_measurement(a.checkpoint, model, tests, tiles, a.overlap)
-        return
-    from . import MPRNet
-
-    torch.manual_seed(0)
-    model = MPRNet(n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=2)
-    _print_measurement("small config, random init", model.eval(), tests, tiles, a.overlap)
-    _train_briefly(model, a.task, a.steps)
-    _print_measurement(f"small config, trained {a.steps} steps", model.eval(), tests, tiles, a.overlap)
-
-
-def _synthetic_batch(task: str, seed: list, count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets): count synthetic pairs as (count, 3, size, size) tensors."""
-    from .demo_data import make_pair
-
-    pairs = [make_pair(task, size, seed, i)[:2] for i in range(count)]
-    return tuple(torch.stack([torch.from_numpy(pair[k].transpose(2, 0, 1).copy()) for pair in pairs]) for k in (0, 1))
-
-
-def _train_briefly(model, task: str, steps: int) -> None:
-    """Adam (lr 1e-3) on MPRNetLoss over fresh synthetic 64x64 pairs, 8 a step."""
-    import time
-
-    from .nn import MPRNetLoss
-
-    optim, loss_fn, t0 = torch.optim.Adam(model.parameters(), lr=1e-3), MPRNetLoss(), time.perf_counter()
-    model.train()
-    for step in range(steps):
-        x, y = _synthetic_batch(task, [step], 8, 64)
-        optim.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optim.step()
-        if (step + 1) % 50 == 0 or step + 1 == steps:
-            print(f"  step {step + 1}: loss {loss.item():.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-
-
-def _print_measurement(label, model, tests, tiles, overlap) -> None:
-    x, y = tests
-    mean = lambda values: sum(values) / len(values)  # noqa: E731
-    print(f"{label}: {x.shape[0]} images {x.shape[-1]}x{x.shape[-2]}, input vs target "
-          f"{mean([psnr(a, b) for a, b in zip(x, y)]):.2f} dB (means over images)", flush=True)
-    for tile in tiles:
-        rows = [tiling_difference(model, a, tile, overlap, target=b) for a, b in zip(x, y)]
-        worst = max(r["max_abs"] for r in rows)
-        print(f"  tile {tile} overlap {overlap}: tiled vs whole {min(r['psnr'] for r in rows):.1f} dB worst, "
-              f"{mean([r['psnr'] for r in rows]):.1f} dB mean; max |diff| {worst:.4f} ({255 * worst:.1f}/255), "
-              f"mean |diff| {mean([r['mean_abs'] for r in rows]):.5f}; vs target: whole "
-              f"{mean([r['psnr_whole'] for r in rows]):.2f} dB, tiled {mean([r['psnr_tiled'] for r in rows]):.2f} dB",
-              flush=True)

@@ -407,3 +407,14 @@ def test_subprocess_run_exit_status_and_outputs(tiny, checkpoint, inputs, tmp_pa
     assert f"error: {folder / 'zz_corrupt.png'}" in run.stderr
     assert "note: " in run.stdout and "wrote 4 PNG(s)" in run.stdout
     check_outputs(out, tiny, {k: files[k] for k in ("rgb", "gray", "rgba", "g16")}, tile=16, overlap=8)
+
+
+def test_tiling_bench_script_runs(tmp_path):
+    # bench/tiling.py is a script outside the package: run it as one, with the smallest settings.
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "tiling.py"), "--steps", "1", "--size", "32",
+                          "--images", "1", "--tiles", "16", "--overlap", "4"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "small config, random init: 1 images 32x32" in run.stdout
+    assert "small config, trained 1 steps" in run.stdout and "tile 16 overlap 4: tiled vs whole" in run.stdout
