@@ -150,7 +150,7 @@ def op_shapes() -> Dict[str, List[tuple]]:
     of BATCHES, and the shape verify uses."""
     import torch
 
-    from mprnet_kernels import shapes, verify
+    from mprnet_kernels import registry, shapes
     from mprnet_kernels.reference import PRESETS
 
     found = collections.defaultdict(dict)
@@ -160,8 +160,8 @@ def op_shapes() -> Dict[str, List[tuple]]:
                 for e in entries:
                     found[op].setdefault(e.shape, f"{preset} b{batch}")
     g = torch.Generator().manual_seed(0)
-    for case in verify.CASES:
-        found[case.op].setdefault(tuple(case.make_inputs(g)[0].shape), "verify")
+    for name, spec in registry.OPS.items():
+        found[name].setdefault(tuple(spec.verify_inputs(g)[0].shape), "verify")
     return {op: [(label, shape) for shape, label in by_shape.items()] for op, by_shape in found.items()}
 
 
