@@ -67,7 +67,7 @@ TOOLS = (
     ("bench", "benchmark.cli", "verify, then time every op and the model against the reference"),
     ("make-demo-data", "demo_data", "write a small synthetic paired dataset (train/ and val/) for a task"),
     ("train", "training.cli", "train MPRNet on paired images with the upstream recipe and the fused losses"),
-    ("restore", "restoration", "restore image files or folders with a checkpoint, one PNG per input"),
+    ("restore", "restoration.cli", "restore image files or folders with a checkpoint, one PNG per input"),
 )
 
 
