@@ -12,7 +12,8 @@ import torch
 
 
 def _cmd_info(args) -> int:
-    from . import build_info, ops
+    from . import ops
+    from ._build_info import build_info
     from .registry import OPS
 
     info = build_info()

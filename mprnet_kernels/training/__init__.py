@@ -6,7 +6,7 @@ Modules, each small and named for what it holds:
     data         finding and checking image pairs; random patches; whole validation images
     sampler      the epoch's (pair, augmentation seed) list, sharded so processes add up to one
     schedule     linear warm-up then cosine, closed form per epoch
-    metrics      PSNR, optional SSIM (torchmetrics)
+    (PSNR and SSIM are mprnet_kernels.metrics, shared with restore)
     validation   whole-image validation, sharded over processes
     distributed  torchrun's environment, the process group
     state        checkpoints (upstream format plus resume state), atomic writes
