@@ -14,8 +14,8 @@ set(MPRNET_CXX_SOURCES
   csrc/ops/cpu/mprnet_loss_kernel.cpp
   csrc/ops/edge_loss.cpp
   csrc/ops/cpu/edge_loss_kernel.cpp
-  csrc/ops/upsample_add.cpp
-  csrc/ops/cpu/upsample_add_kernel.cpp
+  csrc/ops/upsample2x_add.cpp
+  csrc/ops/cpu/upsample2x_add_kernel.cpp
 )
 
 # Longest compile first: ninja starts them in this order (setup.py puts these before the C++ ones).

@@ -36,7 +36,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> mprnet_loss(
     at::TensorList outputs, const at::Tensor& y, double eps, double edge_weight, bool clamp,
     bool grad_outputs, bool grad_y);
 // Bilinear x2 (align_corners=False) of x plus y in one pass, and grad_x of it, the adjoint
-// resize as a gather (csrc/ops/upsample_add.cpp): grad (N, C, 2h, 2w) -> (N, C, h, w) in x_dtype.
+// resize as a gather (csrc/ops/upsample2x_add.cpp): grad (N, C, 2h, 2w) -> (N, C, h, w) in x_dtype.
 at::Tensor upsample2x_add(const at::Tensor& x, const at::Tensor& y);
 at::Tensor upsample2x_add_backward(const at::Tensor& grad, at::ScalarType x_dtype);
 }  // namespace cpu

@@ -11,6 +11,6 @@ from .charbonnier_loss import charbonnier_loss
 from .edge_loss import edge_loss
 from .mprnet_loss import mprnet_loss
 from .sam_gate import sam_gate
-from .upsample_add import upsample2x_add
+from .upsample2x_add import upsample2x_add
 
 __all__ = ["available_backends", "ca_tail", "charbonnier_loss", "cuda_backend", "edge_loss", "mprnet_loss", "sam_gate", "set_cuda_backend", "upsample2x_add"]

@@ -41,14 +41,14 @@
 // (N, C, H, W) with even H and W, in x_dtype (the dtype of the x it is the gradient of) and in
 // grad's output layout; h and w need not be passed because y's size is exactly twice x's.
 //
-// CPU kernels: csrc/ops/cpu/upsample_add_kernel.cpp. Fake functions, autograd, the Triton
-// kernels (forward and backward) and the CUDA dispatch: mprnet_kernels/ops/upsample_add.py.
+// CPU kernels: csrc/ops/cpu/upsample2x_add_kernel.cpp. Fake functions, autograd, the Triton
+// kernels (forward and backward) and the CUDA dispatch: mprnet_kernels/ops/upsample2x_add.py.
 #include <torch/library.h>
 
 #include "common/python_module.h"
 
 TORCH_LIBRARY_FRAGMENT(mprnet, m) {
-  MPRNET_SET_PYTHON_MODULE(m, "mprnet_kernels.ops.upsample_add");
+  MPRNET_SET_PYTHON_MODULE(m, "mprnet_kernels.ops.upsample2x_add");
   m.def("upsample2x_add(Tensor x, Tensor y) -> Tensor");
   m.def("upsample2x_add_backward(Tensor grad, ScalarType x_dtype) -> Tensor");
 }

@@ -12,7 +12,7 @@ x is (N, C, h, w) and y (N, C, 2h, 2w). Along one dimension of size n the resize
     out[2k + 1] = 0.75 x[k]     + 0.25 x[min(k+1, n-1)]
 
 and its adjoint (grad_x[i] for 0 < i < n-1) 0.25 g[2i-1] + 0.75 g[2i] + 0.75 g[2i+1] +
-0.25 g[2i+2], the taps off either end folded onto the border (csrc/ops/upsample_add.cpp has the
+0.25 g[2i+2], the taps off either end folded onto the border (csrc/ops/upsample2x_add.cpp has the
 derivation and every edge case). The weight-0 taps are kept, so NaN and Inf propagate exactly as
 in PyTorch's own resize and its backward (0 * Inf = NaN included). The backward is deterministic
 (no atomics), unlike upsample_bilinear2d_backward on CUDA.
@@ -23,7 +23,7 @@ bf16 autocast the conv output x is bfloat16, and y bfloat16 or float32. Arithmet
 x's dtype, grad_y in y's. Layout: out in y's output layout (channels_last in, channels_last out),
 grad_x in grad's; x and y may each be NCHW, channels_last or strided.
 
-Schema and CPU kernels: csrc/ops/upsample_add.cpp and csrc/ops/cpu/upsample_add_kernel.cpp. This
+Schema and CPU kernels: csrc/ops/upsample2x_add.cpp and csrc/ops/cpu/upsample2x_add_kernel.cpp. This
 file adds the fake functions, autograd, the Triton kernels (forward and backward) and their
 registration as the CUDA dispatch (Triton is the only CUDA backend of this op).
 """
@@ -39,7 +39,7 @@ _BACKWARD_OP = "mprnet::upsample2x_add_backward"
 
 
 # -------------------------------------------------------------------------------------------
-# Checks, mirroring csrc/ops/cpu/upsample_add_kernel.cpp (same order, same messages; the C++
+# Checks, mirroring csrc/ops/cpu/upsample2x_add_kernel.cpp (same order, same messages; the C++
 # kernels also check that x, or grad, is a CPU tensor, which the dispatcher guarantees here).
 
 def _check_4d(op, name, t):

@@ -1,5 +1,5 @@
 // CPU kernels of mprnet::upsample2x_add (the math, its edge cases and the dtype rule are in
-// csrc/ops/upsample_add.cpp).
+// csrc/ops/upsample2x_add.cpp).
 //
 // Both directions are separable and work one output row at a time, in memory order for either
 // layout. A "row" is one image row of one (n, c) plane for NCHW (w elements of x) and one image
@@ -51,7 +51,7 @@ constexpr const char* kBackwardOp = "mprnet::upsample2x_add_backward";
 constexpr int kMaxTaps = 5;
 
 // ---------------------------------------------------------------------------------------------
-// Taps along one dimension (see csrc/ops/upsample_add.cpp for the derivation).
+// Taps along one dimension (see csrc/ops/upsample2x_add.cpp for the derivation).
 
 // Forward: output index o of 2n reads x[idx[0]] and x[idx[1]] with weights w[0], w[1].
 template <typename T>
@@ -389,7 +389,7 @@ void backward_pass(const G* grad, D* gx, const Geometry& g) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Checks (mirrored by mprnet_kernels/ops/upsample_add.py for the fake functions).
+// Checks (mirrored by mprnet_kernels/ops/upsample2x_add.py for the fake functions).
 
 bool is_half(at::ScalarType t) { return t == at::kHalf || t == at::kBFloat16; }
 
