@@ -10,13 +10,10 @@ import helpers
 from helpers import (OP_TOLERANCE, assert_nonfinite_like, assert_raises_mentioning, forward_backward, layouts,
                      opcheck_inputs, rel_err)
 from mprnet_kernels.ops import _backend, sam_gate
+from mprnet_kernels.reference.ops import sam_gate as reference
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 5, 7), (1, 96, 32, 32), (16, 16, 9, 13), (2, 3, 129, 131)]
 HALF_TYPES = [torch.bfloat16, torch.float16]
-
-
-def reference(x1, z, x):
-    return x1 * torch.sigmoid(z) + x
 
 
 inputs = partial(helpers.seeded_randn, 3)  # (x1, z, x)
