@@ -171,7 +171,7 @@ CaTailBackwardArgs check_ca_tail_backward(const char* op, c10::DeviceType type,
   CaTailBackwardArgs a;
   a.geo = geometry_of(x);
   std::tie(a.w1, a.w2) = check_weights(op, x, w1, w2, a.geo);
-  const auto vdt = ca_tail_vector_dtype(x.scalar_type());
+  const auto vdt = accumulation_dtype(x.scalar_type());
   check_vector(op, "p", p, a.geo.n, a.geo.c, vdt, x);
   check_vector(op, "h", h, a.geo.n, a.geo.hidden, vdt, x);
   check_vector(op, "s", s, a.geo.n, a.geo.c, vdt, x);

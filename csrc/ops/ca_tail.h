@@ -11,6 +11,8 @@
 #include <optional>
 #include <type_traits>
 
+#include "common/dtypes.h"
+
 namespace mprnet {
 
 // The ops the kernels check their arguments for (the messages start with these names).
@@ -27,12 +29,6 @@ struct CaTailGeometry {
   bool channels_last = false;
 };
 
-// The dtype of the saved (N, C) and (N, hidden) vectors p, h, s and of the MLP arithmetic:
-// float64 for float64 x, float32 otherwise (OPS.md: float32 accumulation for half types).
-inline at::ScalarType ca_tail_vector_dtype(at::ScalarType x) {
-  return x == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 struct CaTailForwardArgs {
   at::Tensor x, r;               // dense in x's output layout (common/layout.h)
   at::Tensor w1, w2;             // 2-D views (hidden, C) and (C, hidden), contiguous
@@ -44,7 +40,7 @@ struct CaTailForwardArgs {
 struct CaTailBackwardArgs {
   at::Tensor grad, x;            // dense in x's output layout
   at::Tensor w1, w2;             // 2-D, contiguous
-  at::Tensor p, h, s;            // contiguous, ca_tail_vector_dtype(x)
+  at::Tensor p, h, s;            // contiguous, accumulation_dtype(x) (common/dtypes.h)
   CaTailGeometry geo;
 };
 

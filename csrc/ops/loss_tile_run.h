@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/dtypes.h"
 #include "ops/loss_tile.h"
 
 namespace mprnet {
@@ -98,7 +99,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> run(
   const bool edge = ew != 0.0;
   const bool grad = grad_outputs || grad_y;
   const bool mask = edge && grad && clamp && grad_outputs;
-  const auto acc_type = y.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto acc_type = accumulation_dtype(y.scalar_type());
   const int group = launch.group(edge, grad, mask, acc_type == at::kDouble ? 8 : 4);
   const int64_t stages = static_cast<int64_t>(outs.size());
   const int64_t groups = ceil_div(stages, group);

@@ -14,7 +14,7 @@ list and a target, builds its own from the pieces below.
 
 import torch
 
-from ._reduce import accumulator_dtype
+from ._dtypes import accumulation_dtype
 
 
 def wants_grad(*tensors: torch.Tensor) -> bool:
@@ -34,7 +34,7 @@ def grad_scale(grad_loss: torch.Tensor, numel: int) -> torch.Tensor:
     the loss. In the working precision (float32 for half types, float64 for float64), not
     rounded to the gradient's dtype before the multiply (on CPU, where it is a CPU scalar), so
     the multiply rounds once; grad_loss has the loss's dtype, which is the gradient's."""
-    return grad_loss.to(accumulator_dtype(grad_loss.dtype)) / numel
+    return grad_loss.to(accumulation_dtype(grad_loss.dtype)) / numel
 
 
 def register_pair_loss_autograd(op: str) -> None:

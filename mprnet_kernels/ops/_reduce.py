@@ -1,5 +1,5 @@
-"""Helpers shared by the loss ops' Python side: accumulator dtypes, float64 scalars passed to
-Triton, and the deterministic finish of a partial-sum reduction (OPS.md "Numerics").
+"""Helpers shared by the loss ops' Python side: float64 scalars passed to Triton, and the
+deterministic finish of a partial-sum reduction (OPS.md "Numerics").
 
 The Triton loss kernels write one partial sum per program into a buffer whose size depends only
 on the input size; the buffer is then summed by torch.sum, whose reduction order is fixed for a
@@ -10,11 +10,6 @@ import math
 import struct
 
 import torch
-
-
-def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 for float64 inputs, float32 for float32, float16 and bfloat16 (OPS.md)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def split_f32(value: float) -> tuple:

@@ -26,6 +26,7 @@ import torch
 
 from ._backend import HAS_TRITON, cuda_cpp_kernel, register_cuda
 from ._checks import check_floating
+from ._dtypes import accumulation_dtype
 from ._layout import output_memory_format
 
 _OP = "mprnet::ca_tail_forward"
@@ -36,11 +37,6 @@ _HALF = (torch.float16, torch.bfloat16)
 # -------------------------------------------------------------------------------------------
 # Checks, mirroring csrc/ops/ca_tail.cpp (same order, same messages) for the fake functions and
 # the Triton kernels.
-
-def vector_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of p, h, s and of the MLP arithmetic for an x of `dtype`."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
 
 def _check_x(op, x):
     check_floating(op, "x", x)
@@ -129,7 +125,7 @@ def check_backward(grad, x, w1, w2, p, h, s):
     _check_residual_like(_BACKWARD_OP, "grad", grad, x)
     m1, m2 = _check_weights(_BACKWARD_OP, x, w1, w2)
     n, c = x.shape[:2]
-    vdt = vector_dtype(x.dtype)
+    vdt = accumulation_dtype(x.dtype)
     _check_vector(_BACKWARD_OP, "p", p, n, c, vdt, x)
     _check_vector(_BACKWARD_OP, "h", h, n, m1.shape[0], vdt, x)
     _check_vector(_BACKWARD_OP, "s", s, n, c, vdt, x)
@@ -145,7 +141,7 @@ def _empty_like_x(x, dtype):
 def _fake(x, r, w1, b1, w2, b2):
     m1, _ = check_forward(x, r, w1, b1, w2, b2)
     n, c = x.shape[:2]
-    vdt = vector_dtype(x.dtype)
+    vdt = accumulation_dtype(x.dtype)
     return (_empty_like_x(x, r.dtype), x.new_empty((n, c), dtype=vdt),
             x.new_empty((n, m1.shape[0]), dtype=vdt), x.new_empty((n, c), dtype=vdt))
 
@@ -442,7 +438,7 @@ if HAS_TRITON:
         b2 = None if b2 is None else b2.contiguous()
         n, c, h, w = x.shape
         hidden = m1.shape[0]
-        vdt = vector_dtype(x.dtype)
+        vdt = accumulation_dtype(x.dtype)
         out = _empty_like_x(x, r.dtype)
         p, hv, s = (x.new_empty((n, k), dtype=vdt) for k in (c, hidden, c))
         if n == 0:
@@ -466,7 +462,7 @@ if HAS_TRITON:
         p, h, s = p.contiguous(), h.contiguous(), s.contiguous()
         n, c, hh, ww = x.shape
         hidden = m1.shape[0]
-        vdt = vector_dtype(x.dtype)
+        vdt = accumulation_dtype(x.dtype)
         grad_x = _empty_like_x(x, x.dtype)
         gw1, gw2 = w1.new_empty(m1.shape), w1.new_empty(m2.shape)
         gb1, gb2 = w1.new_empty((hidden,)), w1.new_empty((c,))

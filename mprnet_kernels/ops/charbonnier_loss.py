@@ -20,7 +20,8 @@ from ._backend import HAS_TRITON, register_cuda
 from ._checks import check_all_like
 from ._layout import empty_output, output_memory_format
 from ._loss_autograd import register_pair_loss_autograd, wants_grad
-from ._reduce import accumulator_dtype, mean_of_partials, split_f32
+from ._dtypes import accumulation_dtype
+from ._reduce import mean_of_partials, split_f32
 
 _OP = "mprnet::charbonnier_loss"
 
@@ -102,7 +103,7 @@ if HAS_TRITON:
         n = x.numel()
         grad = empty_output(x) if compute_grad else x.new_empty((0,))
         programs = triton.cdiv(n, BLOCK)
-        partials = torch.empty(programs, dtype=accumulator_dtype(x.dtype), device=x.device)
+        partials = torch.empty(programs, dtype=accumulation_dtype(x.dtype), device=x.device)
         if n:
             eps2_hi, eps2_lo = split_f32(float(eps) * float(eps))
             charbonnier_kernel[(programs,)](

@@ -29,7 +29,8 @@ from ._backend import HAS_TRITON, cuda_cpp_kernel, register_cuda
 from ._checks import check_all_like
 from ._layout import empty_output
 from ._loss_autograd import register_pair_loss_autograd, wants_grad
-from ._reduce import accumulator_dtype, mean_of_partials, split_f32
+from ._dtypes import accumulation_dtype
+from ._reduce import mean_of_partials, split_f32
 
 _OP = "mprnet::edge_loss"
 # The 1-D taps g_k, k = -2..2.
@@ -260,7 +261,7 @@ if HAS_TRITON:
         planes = N * C
         grad = empty_output(x) if compute_grad else x.new_empty((0,))
         n = x.numel()
-        acc_ty = accumulator_dtype(x.dtype)
+        acc_ty = accumulation_dtype(x.dtype)
         if n == 0:
             return mean_of_partials(x.new_empty((0,), dtype=acc_ty), 0, x.dtype), grad
         Hc, Wc = (H + 1) // 2, (W + 1) // 2

@@ -28,7 +28,8 @@ from ._backend import HAS_TRITON, cuda_cpp_kernel, kernel, register_cuda
 from ._checks import check_floating, check_like
 from ._layout import empty_output, output_memory_format
 from ._loss_autograd import grad_scale, refuse_double_backward, wants_grad
-from ._reduce import accumulator_dtype, split_f32
+from ._dtypes import accumulation_dtype
+from ._reduce import split_f32
 
 _OP = "mprnet::mprnet_loss"
 
@@ -73,7 +74,7 @@ if HAS_TRITON:
         _check_inputs(outputs, y)
         grads, gy = _allocate_grads(outputs, y, grad_outputs, grad_y)
         n = y.numel()
-        acc_ty = accumulator_dtype(y.dtype)
+        acc_ty = accumulation_dtype(y.dtype)
         if n == 0:
             return y.new_full((), float("nan")), grads, gy
         # One flat layout for every buffer the Charbonnier pass indexes together: y's.

@@ -524,7 +524,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_forward(
   mlp_forward(g, weights_f64(a.w1, a.b1, a.w2, a.b2), pd, h.mutable_data_ptr<double>(),
               s.mutable_data_ptr<double>());
 
-  const auto vdt = ca_tail_vector_dtype(x.scalar_type());
+  const auto vdt = accumulation_dtype(x.scalar_type());
   auto s_v = s.to(vdt);
   dispatch_x_r(x.scalar_type(), r.scalar_type(), [&](auto xt, auto rt) {
     using X = typename decltype(xt)::type;
@@ -560,7 +560,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_b
                gb2.mutable_data_ptr<double>(), dp.mutable_data_ptr<double>());
 
   // dx = g * s + dp / HW: the shift is dp / HW per (n, c).
-  const auto vdt = ca_tail_vector_dtype(x.scalar_type());
+  const auto vdt = accumulation_dtype(x.scalar_type());
   double* dpd = dp.mutable_data_ptr<double>();
   for (int64_t i = 0; i < g.n * g.c; ++i) dpd[i] /= static_cast<double>(g.hw);
   const auto shift = dp.to(vdt);

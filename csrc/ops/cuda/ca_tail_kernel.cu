@@ -504,7 +504,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_forward(
   const c10::cuda::CUDAGuard guard(x.device());
   const auto& g = a.geo;
   auto out = at::empty(x.sizes(), a.r.options().memory_format(output_memory_format(x)));
-  const auto vopt = x.options().dtype(ca_tail_vector_dtype(x.scalar_type()));
+  const auto vopt = x.options().dtype(accumulation_dtype(x.scalar_type()));
   auto p = at::empty({g.n, g.c}, vopt), h = at::empty({g.n, g.hidden}, vopt), s = at::empty({g.n, g.c}, vopt);
   if (g.n == 0) return {out, p, h, s};
   const auto stream = at::cuda::getCurrentCUDAStream();
@@ -549,7 +549,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ca_tail_b
     return {grad_x, gw1, gb1, gw2, gb2};
   }
   const auto stream = at::cuda::getCurrentCUDAStream();
-  const auto vopt = x.options().dtype(ca_tail_vector_dtype(x.scalar_type()));
+  const auto vopt = x.options().dtype(accumulation_dtype(x.scalar_type()));
   auto shift = at::empty({g.n, g.c}, vopt);
   auto ds = at::empty({g.n, g.c}, vopt), dh = at::empty({g.n, g.hidden}, vopt);
 
