@@ -2,7 +2,7 @@
 
 `MPRNet` subclasses the reference, so its constructor, `from_preset`, attribute names,
 state_dict keys and shared PReLU are the reference's by construction; only `forward` differs.
-It applies exact rewrites of the computation (OPS.md, "Other exact rewrites"), each of which can
+It applies exact rewrites of the computation (docs/OPS.md, "Other exact rewrites"), each of which can
 be switched off on its own through `Rewrites` so that its effect and exactness can be measured:
 
 - ``batch_patches``: the four stage-1 patches run as one batch of 4N and the two stage-2 halves

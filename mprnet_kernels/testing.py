@@ -1,6 +1,6 @@
 """Comparison helpers and tolerances, shared by the tests and `mprnet-kernels verify`.
 
-Errors are ||out - ref|| / ||ref|| against a float64 reference (OPS.md, "Numerics").
+Errors are ||out - ref|| / ||ref|| against a float64 reference (docs/OPS.md, "Numerics").
 """
 
 import torch

@@ -97,7 +97,7 @@ def write_plots(rows: Sequence[Row], directory, copy_gb_per_s: Optional[float] =
         ax.axhline(copy, color="k", linestyle="--", label=f"copy {copy:.1f} GB/s")
         ax.set_xticks(range(len(sel)))
         ax.set_xticklabels([case_label(r) for r in sel], fontsize=7)
-        ax.set_ylabel("GB/s (OPS.md bytes / time)")
+        ax.set_ylabel("GB/s (docs/OPS.md bytes / time)")
         ax.set_title(f"{name}: achieved bandwidth vs copy ({device})", fontsize=9)
         ax.legend(fontsize=7)
 

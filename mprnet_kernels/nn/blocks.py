@@ -1,4 +1,4 @@
-"""Drop-in CALayer, CAB and SAM (MPRNET.md "Building blocks") computing with the fused ops.
+"""Drop-in CALayer, CAB and SAM (docs/MPRNET.md "Building blocks") computing with the fused ops.
 
 Each has the reference module's constructor, sub-module names and registration order, so the
 state_dict keys are the same (``conv_du.0.weight``, ``conv_du.2.weight``, ``body.0.weight``,

@@ -1,6 +1,6 @@
 """Pure-PyTorch reference MPRNet and losses: the oracle every test and benchmark compares to.
 
-Written from ``spec/MPRNET.md``; it imports nothing else from ``mprnet_kernels`` and is never
+Written from ``docs/MPRNET.md``; it imports nothing else from ``mprnet_kernels`` and is never
 optimised, so that it stays an independent, readable statement of the numbers to reproduce.
 """
 

@@ -1,4 +1,4 @@
-"""Building blocks of the reference MPRNet, written from ``spec/MPRNET.md``.
+"""Building blocks of the reference MPRNet, written from ``docs/MPRNET.md``.
 
 Every attribute name here appears in state_dict keys, so the names (and the order in which
 sub-modules are registered, which fixes the order of ``state_dict()`` and

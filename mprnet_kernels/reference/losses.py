@@ -1,4 +1,4 @@
-"""Reference training losses of MPRNet (spec ``MPRNET.md`` "Losses" and ``OPS.md`` 3-5).
+"""Reference training losses of MPRNet (docs/MPRNET.md, "Losses (training)"; docs/OPS.md, sections 3 to 5).
 
 Plain eager PyTorch, kept in the same form as upstream (the edge loss takes two separate
 Laplacians rather than one of the difference) so that fused kernels, which are free to use the

@@ -1,4 +1,4 @@
-"""The reference MPRNet (three-stage progressive restoration), written from ``spec/MPRNET.md``.
+"""The reference MPRNet (three-stage progressive restoration), written from ``docs/MPRNET.md``.
 
 This is the oracle for the whole library: a faithful, unoptimised eager implementation whose
 state_dict keys, shapes and numbers match checkpoints trained with the upstream code.  It runs

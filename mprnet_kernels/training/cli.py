@@ -13,7 +13,7 @@ import os
 import sys
 
 _EPILOG = """\
-recipe (spec/MPRNET.md; every value can be overridden by its flag):
+recipe (docs/MPRNET.md; every value can be overridden by its flag):
   task     preset   patch  batch  lr     warm-up  cosine to  epochs  loss
   deblur   deblur   256    16     2e-4   3        1e-6       3000    Charbonnier + 0.05 edge
   derain   derain   256    16     2e-4   3        1e-6       250     Charbonnier + 0.05 edge

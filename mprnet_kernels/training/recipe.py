@@ -1,6 +1,6 @@
 """The upstream training recipe per task, in one table, and the model presets `train` accepts.
 
-Everything `mprnet-kernels train` does by default comes from here (spec/MPRNET.md, "Losses
+Everything `mprnet-kernels train` does by default comes from here (docs/MPRNET.md, "Losses
 (training)"), so the numbers are written once and every flag is an override of one entry.
 """
 
