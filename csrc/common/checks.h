@@ -1,26 +1,42 @@
-// Input checks shared by every op. Each message names the op, the argument and what was
-// expected, so a caller sees "mprnet::sam_gate: z must have shape [2, 3, 8, 8] like x1, got
-// [2, 3, 8, 9]" instead of a crash or a silent broadcast.
+// The building blocks of the ops' input checks (each op's own are in ops/checks.h). Each message
+// names the op, the argument and what was expected, so a caller sees "mprnet::sam_gate: z must
+// have shape [2, 3, 8, 8] like x1, got [2, 3, 8, 9]" instead of a crash or a silent broadcast.
+// TORCH_CHECK_VALUE and TORCH_CHECK_TYPE reach Python as ValueError and TypeError.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 
 #include <array>
 #include <cstddef>
+#include <string>
 
 #include "common/layout.h"
 
 namespace mprnet {
 
+// A dtype as Python spells it ("torch.float64", not c10's "Double"): the messages are read by
+// Python callers, whichever backend raised them.
+inline std::string dtype_name(at::ScalarType t) {
+  return "torch." + std::string(c10::getDtypeNames(t).first);
+}
+
 // float64, float32, float16 and bfloat16: the dtypes every kernel instantiates.
+inline bool is_floating_dtype(at::ScalarType t) {
+  return t == at::kDouble || t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
+}
+
 inline void check_floating(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " must be a tensor, got None");
-  const auto dt = t.scalar_type();
-  TORCH_CHECK_TYPE(
-      dt == at::kDouble || dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16,
-      op, ": ", name, " must be float64, float32, float16 or bfloat16, got ", dt);
+  TORCH_CHECK_TYPE(is_floating_dtype(t.scalar_type()), op, ": ", name,
+                   " must be float64, float32, float16 or bfloat16, got ", dtype_name(t.scalar_type()));
+}
+
+inline void check_4d(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must be a 4-D (N, C, H, W) tensor, got shape ",
+                    t.sizes());
 }
 
 // `t` must match `ref` in shape, dtype and device (the ops never broadcast or promote).
@@ -30,7 +46,7 @@ inline void check_like(const char* op, const char* name, const at::Tensor& t,
   TORCH_CHECK_VALUE(t.sizes() == ref.sizes(), op, ": ", name, " must have shape ", ref.sizes(),
                     " like ", ref_name, ", got ", t.sizes());
   TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have dtype ",
-                   ref.scalar_type(), " like ", ref_name, ", got ", t.scalar_type());
+                   dtype_name(ref.scalar_type()), " like ", ref_name, ", got ", dtype_name(t.scalar_type()));
   TORCH_CHECK_VALUE(t.device() == ref.device(), op, ": ", name, " must be on ", ref.device(),
                     " like ", ref_name, ", got ", t.device());
 }

@@ -1,7 +1,7 @@
 // The memory layout an op writes its outputs in. Kernels work on flat, dense buffers; this
 // picks the one layout all inputs are brought to (a no-op when they already have it) and the
-// outputs are created in. The rule is mirrored by mprnet_kernels/ops/_layout.py for the fake
-// (meta) functions, so compiled graphs see the same strides as eager runs.
+// outputs are created in. mprnet_kernels/ops/_layout.py states the same rule for the fake
+// functions, which must give compiled graphs the strides of eager runs (opcheck compares them).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -23,7 +23,7 @@
 #include "common/checks.h"
 #include "ops/loss_tile.h"
 #include "ops/loss_tile_run.h"
-#include "ops/mprnet_loss_checks.h"
+#include "ops/checks.h"
 #include "loss_tile_host.h"
 
 namespace mprnet {
@@ -152,10 +152,7 @@ std::tuple<at::Tensor, at::Tensor> edge_loss_tiles(const at::Tensor& x, const at
                                                    bool compute_grad, int64_t tile_w, int64_t chunk_rows,
                                                    bool reverse_threads) {
   constexpr const char* kOp = "mprnet::testing::edge_loss_tiles";
-  check_floating(kOp, "x", x);
-  check_device_type(kOp, "x", x, c10::kCPU);
-  TORCH_CHECK_VALUE(x.dim() == 4, kOp, ": x must be a 4-D (N, C, H, W) tensor, got shape ", x.sizes());
-  check_like(kOp, "y", y, "x", x);
+  check_edge_loss(kOp, c10::kCPU, x, y);
   check_partition(kOp, tile_w, chunk_rows, 1);
   const std::vector<at::Tensor> xs{x};
   const HostLauncher<1> launch{tile_w, chunk_rows, 1, reverse_threads};
@@ -169,7 +166,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> mprnet_loss_tiles(
     bool grad_outputs, bool grad_y, int64_t tile_w, int64_t chunk_rows, int64_t max_group,
     bool reverse_threads) {
   constexpr const char* kOp = "mprnet::testing::mprnet_loss_tiles";
-  check_mprnet_loss_inputs(kOp, outputs, y, c10::kCPU);
+  check_mprnet_loss(kOp, c10::kCPU, outputs, y);
   check_partition(kOp, tile_w, chunk_rows, max_group);
   const HostLauncher<loss_tile::kMaxStages> launch{tile_w, chunk_rows, max_group, reverse_threads};
   return loss_tile::run(launch, kOp, outputs, y, eps, edge_weight, /*charb=*/true, clamp, grad_outputs, grad_y);

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "common/checks.h"
+#include "ops/checks.h"
 #include "ops/cpu/charbonnier.h"
 #include "ops/cpu/reduce.h"
 #include "ops/ops.h"
@@ -31,13 +32,11 @@ MPRNET_CPU_CLONES double loss_grad_f64(const double* x, const double* y, double*
   return charbonnier_chunk<double, true>(x, y, g, n, eps2);
 }
 
-constexpr const char* kOp = "mprnet::charbonnier_loss";
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> charbonnier_loss(const at::Tensor& x, const at::Tensor& y,
                                                     double eps, bool compute_grad) {
-  const auto in = checked_dense<2>(kOp, c10::kCPU, {"x", "y"}, {x, y});
+  const auto in = check_charbonnier_loss(kCharbonnierLossOp, c10::kCPU, x, y);
   const int64_t n = x.numel();
   auto grad = compute_grad ? empty_output(in[0]) : at::empty({0}, x.options());
   // eps^2 rounded once from the double argument, as the reference's `eps * eps` is.

@@ -61,6 +61,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "ops/checks.h"
 #include "ops/cpu/edge_loss.h"
 #include "ops/cpu/elementwise.h"
 #include "ops/cpu/reduce.h"
@@ -406,7 +407,6 @@ double band_impl(int64_t H, int64_t W, int64_t r0, int64_t r1, double eps,
   return total;
 }
 
-constexpr const char* kOp = "mprnet::edge_loss";
 // Elements per thread below which the work is not split: about 20 flops per element forward
 // and backward, so a quarter of the elementwise ops' grain is as much work.
 constexpr int64_t kGrainElements = kElementwiseGrain / 4;
@@ -491,11 +491,7 @@ double edge_loss_band(int64_t H, int64_t W, int64_t r0, int64_t r1, double eps, 
 
 std::tuple<at::Tensor, at::Tensor> edge_loss(const at::Tensor& x, const at::Tensor& y, double eps,
                                              bool compute_grad) {
-  check_floating(kOp, "x", x);
-  check_device_type(kOp, "x", x, c10::kCPU);
-  TORCH_CHECK_VALUE(x.dim() == 4, kOp, ": x must be a 4-D (N, C, H, W) tensor, got shape ",
-                    x.sizes());
-  check_like(kOp, "y", y, "x", x);
+  check_edge_loss(kEdgeLossOp, c10::kCPU, x, y);
   // grad takes x's output layout (common/layout.h) and is written through its strides.
   at::Tensor grad = compute_grad ? empty_output(x) : at::empty({0}, x.options());
   double total = 0.0;

@@ -28,7 +28,7 @@
 #include "ops/cpu/edge_loss.h"
 #include "ops/cpu/reduce.h"
 #include "ops/cpu/vec_math.h"
-#include "ops/mprnet_loss_checks.h"
+#include "ops/checks.h"
 #include "ops/ops.h"
 
 namespace mprnet {
@@ -237,14 +237,14 @@ double run(at::TensorList outs, const at::Tensor& y, const std::vector<at::Tenso
   return ordered_block_sum(N * C * bands, make_state, block_sum);
 }
 
-constexpr const char* kOp = "mprnet::mprnet_loss";
+constexpr const char* kOp = kMprnetLossOp;
 
 }  // namespace
 
 std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> mprnet_loss(
     at::TensorList outputs, const at::Tensor& y, double eps, double edge_weight, bool clamp,
     bool grad_outputs, bool grad_y) {
-  check_mprnet_loss_inputs(kOp, outputs, y, c10::kCPU);
+  check_mprnet_loss(kOp, c10::kCPU, outputs, y);
   std::vector<at::Tensor> grads;
   for (const auto& o : outputs) {
     grads.push_back(grad_outputs ? empty_output(o) : at::empty({0}, o.options()));

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "common/checks.h"
+#include "ops/checks.h"
 #include "ops/cpu/elementwise.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
@@ -72,13 +73,10 @@ void backward_f64(std::array<const double*, 3> in, std::array<double*, 2> out, i
   }
 }
 
-constexpr const char* kOp = "mprnet::sam_gate";
-constexpr const char* kBackwardOp = "mprnet::sam_gate_backward";
-
 }  // namespace
 
 at::Tensor sam_gate(const at::Tensor& x1, const at::Tensor& z, const at::Tensor& x) {
-  const auto in = checked_dense<3>(kOp, c10::kCPU, {"x1", "z", "x"}, {x1, z, x});
+  const auto in = check_sam_gate(kSamGateOp, c10::kCPU, x1, z, x);
   auto out = empty_output(in[0]);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x1.scalar_type(), "sam_gate_cpu", [&] {
     elementwise<3, 1, scalar_t>(
@@ -90,8 +88,7 @@ at::Tensor sam_gate(const at::Tensor& x1, const at::Tensor& z, const at::Tensor&
 
 std::tuple<at::Tensor, at::Tensor> sam_gate_backward(const at::Tensor& grad, const at::Tensor& x1,
                                                      const at::Tensor& z) {
-  const auto in =
-      checked_dense<3>(kBackwardOp, c10::kCPU, {"x1", "grad", "z"}, {x1, grad, z});
+  const auto in = check_sam_gate_backward(kSamGateBackwardOp, c10::kCPU, grad, x1, z);
   auto grad_x1 = empty_output(in[0]);
   auto grad_z = empty_output(in[0]);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x1.scalar_type(), "sam_gate_backward_cpu", [&] {

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "ops/checks.h"
 #include "common/layout.h"
 #include "ops/cpu/elementwise.h"
 #include "ops/cpu/vec_math.h"
@@ -43,8 +44,8 @@ namespace mprnet {
 namespace cpu {
 namespace {
 
-constexpr const char* kOp = "mprnet::upsample2x_add";
-constexpr const char* kBackwardOp = "mprnet::upsample2x_add_backward";
+constexpr const char* kOp = kUpsample2xAddOp;
+constexpr const char* kBackwardOp = kUpsample2xAddBackwardOp;
 
 // The most taps one output of the backward gathers along one dimension: four, plus the weight-0
 // tap of row/column 1.
@@ -388,38 +389,7 @@ void backward_pass(const G* grad, D* gx, const Geometry& g) {
   });
 }
 
-// ---------------------------------------------------------------------------------------------
-// Checks (mirrored by mprnet_kernels/ops/upsample2x_add.py for the fake functions).
-
 bool is_half(at::ScalarType t) { return t == at::kHalf || t == at::kBFloat16; }
-
-void check_4d(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must be a 4-D (N, C, H, W) tensor, got shape ",
-                    t.sizes());
-}
-
-void check_forward(const at::Tensor& x, const at::Tensor& y) {
-  check_floating(kOp, "x", x);
-  check_floating(kOp, "y", y);
-  check_4d(kOp, "x", x);
-  check_4d(kOp, "y", y);
-  check_device_type(kOp, "x", x, c10::kCPU);
-  TORCH_CHECK_VALUE(y.device() == x.device(), kOp, ": y must be on ", x.device(), " like x, got ",
-                    y.device());
-  const std::vector<int64_t> expected{x.size(0), x.size(1), 2 * x.size(2), 2 * x.size(3)};
-  TORCH_CHECK_VALUE(y.sizes() == at::IntArrayRef(expected), kOp, ": y must have shape ",
-                    at::IntArrayRef(expected), " (x's N and C, twice its H and W), got ", y.sizes());
-}
-
-void check_backward(const at::Tensor& grad, at::ScalarType x_dtype) {
-  check_floating(kBackwardOp, "grad", grad);
-  check_4d(kBackwardOp, "grad", grad);
-  check_device_type(kBackwardOp, "grad", grad, c10::kCPU);
-  TORCH_CHECK_VALUE(grad.size(2) % 2 == 0 && grad.size(3) % 2 == 0, kBackwardOp,
-                    ": grad must have even H and W (twice x's), got shape ", grad.sizes());
-  TORCH_CHECK_TYPE(x_dtype == at::kDouble || x_dtype == at::kFloat || is_half(x_dtype), kBackwardOp,
-                   ": x_dtype must be float64, float32, float16 or bfloat16, got ", x_dtype);
-}
 
 // grad_x of a dense grad (in fmt) into a new tensor of `dtype`, a native pair with grad's dtype.
 at::Tensor backward_native(const at::Tensor& grad, at::ScalarType dtype, at::MemoryFormat fmt) {
@@ -442,7 +412,7 @@ at::Tensor backward_native(const at::Tensor& grad, at::ScalarType dtype, at::Mem
 }  // namespace
 
 at::Tensor upsample2x_add(const at::Tensor& x, const at::Tensor& y) {
-  check_forward(x, y);
+  check_upsample2x_add(kOp, c10::kCPU, x, y);
   const auto out_type = c10::promoteTypes(x.scalar_type(), y.scalar_type());
   const auto fmt = output_memory_format(y);
   auto out = at::empty(y.sizes(), y.options().dtype(out_type).memory_format(fmt));
@@ -467,7 +437,7 @@ at::Tensor upsample2x_add(const at::Tensor& x, const at::Tensor& y) {
 }
 
 at::Tensor upsample2x_add_backward(const at::Tensor& grad, at::ScalarType x_dtype) {
-  check_backward(grad, x_dtype);
+  check_upsample2x_add_backward(kBackwardOp, c10::kCPU, grad, x_dtype);
   const auto fmt = output_memory_format(grad);
   const at::Tensor gd = grad.contiguous(fmt);
   const auto g_type = grad.scalar_type();

@@ -9,21 +9,19 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "ops/checks.h"
 #include "ops/cuda/loss_tile.cuh"
 #include "ops/ops.h"
 
 namespace mprnet {
 namespace cuda {
 namespace {
-constexpr const char* kOp = "mprnet::edge_loss";
+constexpr const char* kOp = kEdgeLossOp;
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> edge_loss(const at::Tensor& x, const at::Tensor& y, double eps,
                                              bool compute_grad) {
-  check_floating(kOp, "x", x);
-  check_device_type(kOp, "x", x, c10::kCUDA);
-  TORCH_CHECK_VALUE(x.dim() == 4, kOp, ": x must be a 4-D (N, C, H, W) tensor, got shape ", x.sizes());
-  check_like(kOp, "y", y, "x", x);
+  check_edge_loss(kOp, c10::kCUDA, x, y);
   const c10::cuda::CUDAGuard guard(x.device());
   const std::vector<at::Tensor> xs{x};
   // edge_loss is the tiled loss with one output, no Charbonnier term, edge weight 1, no grad_y.

@@ -12,19 +12,19 @@
 
 #include "common/checks.h"
 #include "ops/cuda/loss_tile.cuh"
-#include "ops/mprnet_loss_checks.h"
+#include "ops/checks.h"
 #include "ops/ops.h"
 
 namespace mprnet {
 namespace cuda {
 namespace {
-constexpr const char* kOp = "mprnet::mprnet_loss";
+constexpr const char* kOp = kMprnetLossOp;
 }  // namespace
 
 std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> mprnet_loss(
     at::TensorList outputs, const at::Tensor& y, double eps, double edge_weight, bool clamp,
     bool grad_outputs, bool grad_y) {
-  check_mprnet_loss_inputs(kOp, outputs, y, c10::kCUDA);
+  check_mprnet_loss(kOp, c10::kCUDA, outputs, y);
   const c10::cuda::CUDAGuard guard(y.device());
   return loss_tile::run(tiles::Launcher<loss_tile::kMaxStages>{}, kOp, outputs, y, eps, edge_weight,
                         /*charb=*/true, clamp, grad_outputs, grad_y);

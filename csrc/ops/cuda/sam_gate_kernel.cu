@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "common/checks.h"
+#include "ops/checks.h"
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/vector.cuh"
 #include "ops/ops.h"
@@ -87,13 +88,10 @@ void with_vector_width(const F& f, const P*... ptrs) {
   }
 }
 
-constexpr const char* kOp = "mprnet::sam_gate";
-constexpr const char* kBackwardOp = "mprnet::sam_gate_backward";
-
 }  // namespace
 
 at::Tensor sam_gate(const at::Tensor& x1, const at::Tensor& z, const at::Tensor& x) {
-  const auto in = checked_dense<3>(kOp, c10::kCUDA, {"x1", "z", "x"}, {x1, z, x});
+  const auto in = check_sam_gate(kSamGateOp, c10::kCUDA, x1, z, x);
   const c10::cuda::CUDAGuard guard(x1.device());
   auto out = empty_output(in[0]);
   const int64_t n = x1.numel();
@@ -114,8 +112,7 @@ at::Tensor sam_gate(const at::Tensor& x1, const at::Tensor& z, const at::Tensor&
 
 std::tuple<at::Tensor, at::Tensor> sam_gate_backward(const at::Tensor& grad, const at::Tensor& x1,
                                                      const at::Tensor& z) {
-  const auto in =
-      checked_dense<3>(kBackwardOp, c10::kCUDA, {"x1", "grad", "z"}, {x1, grad, z});
+  const auto in = check_sam_gate_backward(kSamGateBackwardOp, c10::kCUDA, grad, x1, z);
   const c10::cuda::CUDAGuard guard(x1.device());
   auto grad_x1 = empty_output(in[0]);
   auto grad_z = empty_output(in[0]);
