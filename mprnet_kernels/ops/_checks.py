@@ -1,33 +1,32 @@
-"""Input checks for the fake (meta) functions, mirroring csrc/common/checks.h.
+"""The ops' input checks are C++'s: one function per schema in csrc/ops/checks.h, which the CPU
+and CUDA C++ kernels call and python/module.cpp binds as `checks` (mprnet_kernels._C.checks).
+The Triton launchers call them before launching, so every backend rejects an input with the
+same exception and message.
 
-Under torch.compile the fake function runs instead of the kernel when the graph is traced, so
-it must reject the same inputs with the same messages; eager calls are checked in C++.
+The fake functions compute only what the outputs need (shapes, dtypes, layout). Under
+torch.compile they run on FakeTensors, possibly with symbolic sizes, and a bad input is
+reported when the graph runs, by the kernel. A fake function is also the op's Meta kernel,
+though, and there it receives real tensors (meta tensors, or meta mixed with another device,
+which the dispatcher sends to Meta): those it checks like any kernel, with check_real_inputs.
 """
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
-FLOATING = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+from .._extension import _C
 
-
-def check_floating(op: str, name: str, t: torch.Tensor) -> None:
-    if t.dtype not in FLOATING:
-        raise TypeError(f"{op}: {name} must be float64, float32, float16 or bfloat16, got {t.dtype}")
+checks = _C.checks
 
 
-def check_like(op: str, name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
-    check_floating(op, name, t)
-    if t.shape != ref.shape:
-        raise ValueError(f"{op}: {name} must have shape {list(ref.shape)} like {ref_name}, got {list(t.shape)}")
-    if t.dtype != ref.dtype:
-        raise TypeError(f"{op}: {name} must have dtype {ref.dtype} like {ref_name}, got {t.dtype}")
-    if t.device != ref.device:
-        raise ValueError(f"{op}: {name} must be on {ref.device} like {ref_name}, got {t.device}")
+def _tensors(args):
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            yield from _tensors(a)
+        elif isinstance(a, torch.Tensor):
+            yield a
 
 
-def check_all_like(op: str, named: dict) -> torch.Tensor:
-    """Checks every tensor of `named` against the first one; returns the first."""
-    (ref_name, ref), *rest = named.items()
-    check_floating(op, ref_name, ref)
-    for name, t in rest:
-        check_like(op, name, t, ref_name, ref)
-    return ref
+def check_real_inputs(check, *args) -> None:
+    """check(*args), one of `checks`, unless the tensors among args are FakeTensors."""
+    if not any(is_fake(t) for t in _tensors(args)):
+        check(*args)

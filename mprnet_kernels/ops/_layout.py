@@ -1,8 +1,14 @@
-"""The output layout rule of csrc/common/layout.h, for the fake (meta) functions.
+"""The output layout rule of csrc/common/layout.h, for the fake functions and the Triton
+launchers.
 
 Fake tensors must carry the strides the real kernels produce, or a compiled graph would
 disagree with eager execution: channels_last when the reference input is 4-D and dense in
-channels_last order (and not also plainly contiguous), contiguous otherwise.
+channels_last order (and not also plainly contiguous), contiguous otherwise. The C++ rule is the
+one the kernels apply; this statement of it stays in Python because the fake functions must
+run on FakeTensors with symbolic sizes (torch.compile(dynamic=True)), which C++'s sizes() cannot
+take. torch.library.opcheck, run for every op in tests/ops, compares the fake strides with the
+kernels', so the two cannot drift apart unnoticed. The Triton launchers allocate with it too,
+so that their outputs have the fake's strides.
 """
 
 import torch

@@ -25,111 +25,12 @@ from typing import Optional
 import torch
 
 from ._backend import HAS_TRITON, cuda_cpp_kernel, register_cuda
-from ._checks import check_floating
+from ._checks import check_real_inputs, checks
 from ._dtypes import accumulation_dtype
 from ._layout import output_memory_format
 
 _OP = "mprnet::ca_tail_forward"
 _BACKWARD_OP = "mprnet::ca_tail_backward"
-_HALF = (torch.float16, torch.bfloat16)
-
-
-# -------------------------------------------------------------------------------------------
-# Checks, mirroring csrc/ops/ca_tail.cpp (same order, same messages) for the fake functions and
-# the Triton kernels.
-
-def _check_x(op, x):
-    check_floating(op, "x", x)
-    if x.dim() != 4:
-        raise ValueError(f"{op}: x must be a 4-D (N, C, H, W) tensor, got shape {list(x.shape)}")
-
-
-def _check_device(op, name, t, x):
-    if t.device != x.device:
-        raise ValueError(f"{op}: {name} must be on {x.device} like x, got {t.device}")
-
-
-def _check_residual_like(op, name, t, x):
-    check_floating(op, name, t)
-    if t.shape != x.shape:
-        raise ValueError(f"{op}: {name} must have shape {list(x.shape)} like x, got {list(t.shape)}")
-    _check_device(op, name, t, x)
-    if not (t.dtype == x.dtype or (x.dtype in _HALF and t.dtype == torch.float32)):
-        raise TypeError(f"{op}: {name} must have dtype {x.dtype} like x (or float32 when x is "
-                        f"float16/bfloat16), got {t.dtype}")
-
-
-def _check_matrix(op, name, w, rows, cols, what):
-    """w as the (rows, cols) matrix it stands for: a matrix or a 1x1 conv weight."""
-    check_floating(op, name, w)
-    conv = w.dim() == 4 and w.shape[2] == 1 and w.shape[3] == 1
-    ok = (w.dim() == 2 or conv) and w.shape[1] == cols and (w.shape[0] >= 1 if rows is None else w.shape[0] == rows)
-    if not ok:
-        if rows is None:
-            raise ValueError(f"{op}: {name} must have shape [hidden, {cols}] or [hidden, {cols}, 1, 1] "
-                             f"with hidden >= 1 ({what}), got {list(w.shape)}")
-        raise ValueError(f"{op}: {name} must have shape [{rows}, {cols}] or [{rows}, {cols}, 1, 1] "
-                         f"({what}), got {list(w.shape)}")
-    return w.reshape(w.shape[0], w.shape[1])
-
-
-def _check_weight_dtype(op, name, t, w1):
-    if t.dtype != w1.dtype:
-        raise TypeError(f"{op}: {name} must have dtype {w1.dtype} like w1, got {t.dtype}")
-
-
-def _check_weights(op, x, w1, w2):
-    c = x.shape[1]
-    m1 = _check_matrix(op, "w1", w1, None, c, "C = the channels of x")
-    _check_device(op, "w1", w1, x)
-    hidden = m1.shape[0]
-    m2 = _check_matrix(op, "w2", w2, c, hidden, "C of x, hidden = the rows of w1")
-    _check_weight_dtype(op, "w2", w2, w1)
-    _check_device(op, "w2", w2, x)
-    return m1, m2
-
-
-def _check_bias(op, name, b, size, what, w1, x):
-    if b is None:
-        return None
-    check_floating(op, name, b)
-    _check_weight_dtype(op, name, b, w1)
-    _check_device(op, name, b, x)
-    if b.dim() != 1 or b.shape[0] != size:
-        raise ValueError(f"{op}: {name} must have shape [{size}] ({what}), got {list(b.shape)}")
-    return b
-
-
-def check_forward(x, r, w1, b1, w2, b2):
-    """Checks ca_tail's arguments; returns the weight matrices (views, not copies)."""
-    _check_x(_OP, x)
-    _check_residual_like(_OP, "r", r, x)
-    m1, m2 = _check_weights(_OP, x, w1, w2)
-    _check_bias(_OP, "b1", b1, m1.shape[0], "hidden = the rows of w1", w1, x)
-    _check_bias(_OP, "b2", b2, x.shape[1], "C = the channels of x", w1, x)
-    return m1, m2
-
-
-def _check_vector(op, name, t, rows, cols, dtype, x):
-    check_floating(op, name, t)
-    if t.dim() != 2 or tuple(t.shape) != (rows, cols):
-        raise ValueError(f"{op}: {name} must have shape [{rows}, {cols}] (as ca_tail_forward returns it), "
-                         f"got {list(t.shape)}")
-    if t.dtype != dtype:
-        raise TypeError(f"{op}: {name} must have dtype {dtype} (as ca_tail_forward returns it), got {t.dtype}")
-    _check_device(op, name, t, x)
-
-
-def check_backward(grad, x, w1, w2, p, h, s):
-    _check_x(_BACKWARD_OP, x)
-    _check_residual_like(_BACKWARD_OP, "grad", grad, x)
-    m1, m2 = _check_weights(_BACKWARD_OP, x, w1, w2)
-    n, c = x.shape[:2]
-    vdt = accumulation_dtype(x.dtype)
-    _check_vector(_BACKWARD_OP, "p", p, n, c, vdt, x)
-    _check_vector(_BACKWARD_OP, "h", h, n, m1.shape[0], vdt, x)
-    _check_vector(_BACKWARD_OP, "s", s, n, c, vdt, x)
-    return m1, m2
 
 
 def _empty_like_x(x, dtype):
@@ -139,17 +40,17 @@ def _empty_like_x(x, dtype):
 
 @torch.library.register_fake(_OP)
 def _fake(x, r, w1, b1, w2, b2):
-    m1, _ = check_forward(x, r, w1, b1, w2, b2)
-    n, c = x.shape[:2]
+    check_real_inputs(checks.ca_tail_forward, x, r, w1, b1, w2, b2)
+    n, c, hidden = x.shape[0], x.shape[1], w1.shape[0]
     vdt = accumulation_dtype(x.dtype)
     return (_empty_like_x(x, r.dtype), x.new_empty((n, c), dtype=vdt),
-            x.new_empty((n, m1.shape[0]), dtype=vdt), x.new_empty((n, c), dtype=vdt))
+            x.new_empty((n, hidden), dtype=vdt), x.new_empty((n, c), dtype=vdt))
 
 
 @torch.library.register_fake(_BACKWARD_OP)
 def _fake_backward(grad, x, w1, w2, p, h, s):
-    m1, _ = check_backward(grad, x, w1, w2, p, h, s)
-    return (_empty_like_x(x, x.dtype), w1.new_empty(w1.shape), w1.new_empty((m1.shape[0],)),
+    check_real_inputs(checks.ca_tail_backward, grad, x, w1, w2, p, h, s)
+    return (_empty_like_x(x, x.dtype), w1.new_empty(w1.shape), w1.new_empty((w1.shape[0],)),
             w1.new_empty(w2.shape), w1.new_empty((x.shape[1],)))
 
 
@@ -429,13 +330,8 @@ if HAS_TRITON:
 
     def _ca_tail_forward_triton(x, r, w1, b1, w2, b2):
         """The Triton kernels on any device Triton runs on (CUDA; CPU under TRITON_INTERPRET=1)."""
-        m1, m2 = check_forward(x, r, w1, b1, w2, b2)
-        fmt = output_memory_format(x)
-        channels_last = fmt == torch.channels_last
-        xd, rd = x.contiguous(memory_format=fmt), r.contiguous(memory_format=fmt)
-        m1, m2 = m1.contiguous(), m2.contiguous()
-        b1 = None if b1 is None else b1.contiguous()
-        b2 = None if b2 is None else b2.contiguous()
+        xd, rd, m1, b1, m2, b2 = checks.ca_tail_forward(x, r, w1, b1, w2, b2)
+        channels_last = output_memory_format(x) == torch.channels_last
         n, c, h, w = x.shape
         hidden = m1.shape[0]
         vdt = accumulation_dtype(x.dtype)
@@ -454,12 +350,8 @@ if HAS_TRITON:
         return out, p, hv, s
 
     def _ca_tail_backward_triton(grad, x, w1, w2, p, h, s):
-        m1, m2 = check_backward(grad, x, w1, w2, p, h, s)
-        fmt = output_memory_format(x)
-        channels_last = fmt == torch.channels_last
-        gd, xd = grad.contiguous(memory_format=fmt), x.contiguous(memory_format=fmt)
-        m1, m2 = m1.contiguous(), m2.contiguous()
-        p, h, s = p.contiguous(), h.contiguous(), s.contiguous()
+        gd, xd, m1, m2, p, h, s = checks.ca_tail_backward(grad, x, w1, w2, p, h, s)
+        channels_last = output_memory_format(x) == torch.channels_last
         n, c, hh, ww = x.shape
         hidden = m1.shape[0]
         vdt = accumulation_dtype(x.dtype)

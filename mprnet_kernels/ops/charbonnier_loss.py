@@ -17,8 +17,8 @@ the loss ops share (_loss_autograd.py).
 import torch
 
 from ._backend import HAS_TRITON, register_cuda
-from ._checks import check_all_like
-from ._layout import empty_output, output_memory_format
+from ._checks import check_real_inputs, checks
+from ._layout import empty_output
 from ._loss_autograd import register_pair_loss_autograd, wants_grad
 from ._dtypes import accumulation_dtype
 from ._reduce import mean_of_partials, split_f32
@@ -28,7 +28,7 @@ _OP = "mprnet::charbonnier_loss"
 
 @torch.library.register_fake(_OP)
 def _fake(x, y, eps, compute_grad):
-    check_all_like(_OP, {"x": x, "y": y})
+    check_real_inputs(checks.charbonnier_loss, x, y)
     grad = empty_output(x) if compute_grad else x.new_empty((0,))
     return x.new_empty(()), grad
 
@@ -97,9 +97,7 @@ if HAS_TRITON:
 
     def _charbonnier_triton(x, y, eps, compute_grad):
         """The Triton kernel on any device Triton runs on (CUDA; CPU under TRITON_INTERPRET=1)."""
-        check_all_like(_OP, {"x": x, "y": y})
-        fmt = output_memory_format(x)
-        x_d, y_d = x.contiguous(memory_format=fmt), y.contiguous(memory_format=fmt)
+        x_d, y_d = checks.charbonnier_loss(x, y)
         n = x.numel()
         grad = empty_output(x) if compute_grad else x.new_empty((0,))
         programs = triton.cdiv(n, BLOCK)

@@ -26,7 +26,7 @@ the loss ops share (_loss_autograd.py).
 import torch
 
 from ._backend import HAS_TRITON, cuda_cpp_kernel, register_cuda
-from ._checks import check_all_like
+from ._checks import check_real_inputs, checks
 from ._layout import empty_output
 from ._loss_autograd import register_pair_loss_autograd, wants_grad
 from ._dtypes import accumulation_dtype
@@ -37,16 +37,9 @@ _OP = "mprnet::edge_loss"
 GAUSS_TAPS = (0.05, 0.25, 0.4, 0.25, 0.05)
 
 
-def _check_inputs(x, y):
-    check_all_like(_OP, {"x": x})
-    if x.dim() != 4:
-        raise ValueError(f"{_OP}: x must be a 4-D (N, C, H, W) tensor, got shape {list(x.shape)}")
-    check_all_like(_OP, {"x": x, "y": y})
-
-
 @torch.library.register_fake(_OP)
 def _fake(x, y, eps, compute_grad):
-    _check_inputs(x, y)
+    check_real_inputs(checks.edge_loss, x, y)
     grad = empty_output(x) if compute_grad else x.new_empty((0,))
     return x.new_empty(()), grad
 
@@ -256,7 +249,7 @@ if HAS_TRITON:
         in a fixed order by mean_of_partials. Traffic: x and y are read twice (passes 1 and 2,
         the second mostly from L2), w written once and read twice, the coarse grids are small.
         """
-        _check_inputs(x, y)
+        checks.edge_loss(x, y)
         N, C, H, W = x.shape
         planes = N * C
         grad = empty_output(x) if compute_grad else x.new_empty((0,))

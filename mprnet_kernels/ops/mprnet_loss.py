@@ -25,24 +25,13 @@ from typing import List
 import torch
 
 from ._backend import HAS_TRITON, cuda_cpp_kernel, kernel, register_cuda
-from ._checks import check_floating, check_like
+from ._checks import check_real_inputs, checks
 from ._layout import empty_output, output_memory_format
 from ._loss_autograd import grad_scale, refuse_double_backward, wants_grad
 from ._dtypes import accumulation_dtype
 from ._reduce import split_f32
 
 _OP = "mprnet::mprnet_loss"
-
-
-def _check_inputs(outputs, y):
-    """The checks of csrc/ops/cpu/mprnet_loss_kernel.cpp, with the same messages."""
-    check_floating(_OP, "y", y)
-    if y.dim() != 4:
-        raise ValueError(f"{_OP}: y must be a 4-D (N, C, H, W) tensor, got shape {list(y.shape)}")
-    if len(outputs) == 0:
-        raise ValueError(f"{_OP}: outputs must hold at least one tensor, got none")
-    for s, out in enumerate(outputs):
-        check_like(_OP, f"outputs[{s}]", out, "y", y)
 
 
 def _allocate_grads(outputs, y, grad_outputs, grad_y):
@@ -52,7 +41,7 @@ def _allocate_grads(outputs, y, grad_outputs, grad_y):
 
 @torch.library.register_fake(_OP)
 def _fake(outputs, y, eps, edge_weight, clamp, grad_outputs, grad_y):
-    _check_inputs(outputs, y)
+    check_real_inputs(checks.mprnet_loss, outputs, y)
     grads, gy = _allocate_grads(outputs, y, grad_outputs, grad_y)
     return y.new_empty(()), grads, gy
 
@@ -71,7 +60,7 @@ if HAS_TRITON:
         the running target gradient. The stage outputs, the target and the gradients are each
         read or written once by that last pass; the edge kernels add their own traffic.
         """
-        _check_inputs(outputs, y)
+        checks.mprnet_loss(outputs, y)
         grads, gy = _allocate_grads(outputs, y, grad_outputs, grad_y)
         n = y.numel()
         acc_ty = accumulation_dtype(y.dtype)

@@ -10,21 +10,21 @@ dispatch (``set_cuda_backend("sam_gate", "triton" | "cuda")``).
 import torch
 
 from ._backend import HAS_TRITON, cuda_cpp_kernel, register_cuda
-from ._checks import check_all_like
-from ._layout import empty_output, output_memory_format
+from ._checks import check_real_inputs, checks
+from ._layout import empty_output
 
 _OP = "mprnet::sam_gate"
 
 
 @torch.library.register_fake(_OP)
 def _fake(x1, z, x):
-    check_all_like(_OP, {"x1": x1, "z": z, "x": x})
+    check_real_inputs(checks.sam_gate, x1, z, x)
     return empty_output(x1)
 
 
 @torch.library.register_fake("mprnet::sam_gate_backward")
 def _fake_backward(grad, x1, z):
-    check_all_like("mprnet::sam_gate_backward", {"x1": x1, "grad": grad, "z": z})
+    check_real_inputs(checks.sam_gate_backward, grad, x1, z)
     return empty_output(x1), empty_output(x1)
 
 
@@ -64,29 +64,24 @@ if HAS_TRITON:
 
     _BLOCK = 2048
 
-    def _dense(ref, *ts):
-        """ts in ref's output layout (csrc/common/layout.h), copied only when not already."""
-        fmt = output_memory_format(ref)
-        return [t.contiguous(memory_format=fmt) for t in ts]
-
     def _sam_gate_triton(x1, z, x):
         """The Triton kernel on any device Triton runs on (CUDA; CPU under TRITON_INTERPRET=1)."""
-        check_all_like(_OP, {"x1": x1, "z": z, "x": x})
+        x1_d, z_d, x_d = checks.sam_gate(x1, z, x)
         out = empty_output(x1)
         n = x1.numel()
         if n:
-            _sam_gate_kernel[(triton.cdiv(n, _BLOCK),)](*_dense(x1, x1, z, x), out, n,
+            _sam_gate_kernel[(triton.cdiv(n, _BLOCK),)](x1_d, z_d, x_d, out, n,
                                                          F64=x1.dtype == torch.float64, BLOCK=_BLOCK,
                                                          num_warps=8)
         return out
 
     def _sam_gate_backward_triton(grad, x1, z):
-        check_all_like("mprnet::sam_gate_backward", {"x1": x1, "grad": grad, "z": z})
+        x1_d, grad_d, z_d = checks.sam_gate_backward(grad, x1, z)
         grad_x1, grad_z = empty_output(x1), empty_output(x1)
         n = x1.numel()
         if n:
             _sam_gate_backward_kernel[(triton.cdiv(n, _BLOCK),)](
-                *_dense(x1, grad, x1, z), grad_x1, grad_z, n, F64=x1.dtype == torch.float64,
+                grad_d, x1_d, z_d, grad_x1, grad_z, n, F64=x1.dtype == torch.float64,
                 BLOCK=_BLOCK, num_warps=8)
         return grad_x1, grad_z
 

@@ -31,43 +31,11 @@ registration as the CUDA dispatch (Triton is the only CUDA backend of this op).
 import torch
 
 from ._backend import HAS_TRITON, register_cuda
-from ._checks import check_floating
+from ._checks import check_real_inputs, checks
 from ._layout import output_memory_format
 
 _OP = "mprnet::upsample2x_add"
 _BACKWARD_OP = "mprnet::upsample2x_add_backward"
-
-
-# -------------------------------------------------------------------------------------------
-# Checks, mirroring csrc/ops/cpu/upsample2x_add_kernel.cpp (same order, same messages; the C++
-# kernels also check that x, or grad, is a CPU tensor, which the dispatcher guarantees here).
-
-def _check_4d(op, name, t):
-    if t.dim() != 4:
-        raise ValueError(f"{op}: {name} must be a 4-D (N, C, H, W) tensor, got shape {list(t.shape)}")
-
-
-def _check_forward(x, y):
-    check_floating(_OP, "x", x)
-    check_floating(_OP, "y", y)
-    _check_4d(_OP, "x", x)
-    _check_4d(_OP, "y", y)
-    if y.device != x.device:
-        raise ValueError(f"{_OP}: y must be on {x.device} like x, got {y.device}")
-    n, c, h, w = x.shape
-    expected = [n, c, 2 * h, 2 * w]
-    if list(y.shape) != expected:
-        raise ValueError(f"{_OP}: y must have shape {expected} (x's N and C, twice its H and W), "
-                         f"got {list(y.shape)}")
-
-
-def _check_backward(grad, x_dtype):
-    check_floating(_BACKWARD_OP, "grad", grad)
-    _check_4d(_BACKWARD_OP, "grad", grad)
-    if grad.shape[2] % 2 != 0 or grad.shape[3] % 2 != 0:
-        raise ValueError(f"{_BACKWARD_OP}: grad must have even H and W (twice x's), got shape {list(grad.shape)}")
-    if x_dtype not in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"{_BACKWARD_OP}: x_dtype must be float64, float32, float16 or bfloat16, got {x_dtype}")
 
 
 def _empty_forward(x, y):
@@ -76,18 +44,18 @@ def _empty_forward(x, y):
 
 
 def _empty_backward(grad, x_dtype):
-    n, c, hh, ww = grad.shape
-    return torch.empty((n, c, hh // 2, ww // 2), dtype=x_dtype, device=grad.device,
-                       memory_format=output_memory_format(grad))
+    """grad_x: grad's shape with H and W halved (any rank here: the kernels require 4-D)."""
+    shape = (*grad.shape[:-2], grad.shape[-2] // 2, grad.shape[-1] // 2)
+    return torch.empty(shape, dtype=x_dtype, device=grad.device, memory_format=output_memory_format(grad))
 
 
 def _fake(x, y):
-    _check_forward(x, y)
+    check_real_inputs(checks.upsample2x_add, x, y)
     return _empty_forward(x, y)
 
 
 def _fake_backward(grad, x_dtype):
-    _check_backward(grad, x_dtype)
+    check_real_inputs(checks.upsample2x_add_backward, grad, x_dtype)
     return _empty_backward(grad, x_dtype)
 
 
@@ -219,7 +187,7 @@ if HAS_TRITON:
 
     def _forward_triton(x, y):
         """The Triton kernel on any device Triton runs on (CUDA; CPU under TRITON_INTERPRET=1)."""
-        _check_forward(x, y)
+        checks.upsample2x_add(x, y)
         out = _empty_forward(x, y)
         if out.numel():
             grid, n_rows, n_cols, meta = _tiling(out)
@@ -228,7 +196,7 @@ if HAS_TRITON:
         return out
 
     def _backward_triton(grad, x_dtype):
-        _check_backward(grad, x_dtype)
+        checks.upsample2x_add_backward(grad, x_dtype)
         gx = _empty_backward(grad, x_dtype)
         if gx.numel():
             grid, n_rows, n_cols, meta = _tiling(gx)

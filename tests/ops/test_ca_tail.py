@@ -277,17 +277,13 @@ BAD_INPUTS = [
 ]
 
 
-def _normalise(message):
-    return message.replace("Double", "torch.float64").replace("Float", "torch.float32")
-
-
 @pytest.mark.parametrize("changes, error, words", BAD_INPUTS)
 def test_bad_input(changes, error, words):
     args, _ = inputs(2, 16, 4, 4, 4)
     with pytest.raises(error) as info:
         ca_tail(*_bad(args, **changes))
     for word in words:
-        assert word in _normalise(str(info.value)), str(info.value)
+        assert word in str(info.value), str(info.value)
 
 
 @pytest.mark.parametrize("changes, error, words", BAD_INPUTS[2:6])
