@@ -1,5 +1,6 @@
 """The fused ops, one file each: fake function, autograd, CUDA dispatch and public function (the
-loss ops share one autograd, _loss_autograd.py).
+loss ops share one autograd, _loss_autograd.py). Their Triton kernels are in triton/, one module
+per op; their input checks are C++'s (_checks.py).
 
 Importing this package registers all of that with torch.ops.mprnet (the C++ library names this
 module as the home of its fake functions).

@@ -11,6 +11,8 @@ kernels', so the two cannot drift apart unnoticed. The Triton launchers allocate
 so that their outputs have the fake's strides.
 """
 
+from typing import Optional
+
 import torch
 
 
@@ -20,6 +22,8 @@ def output_memory_format(t: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def empty_output(t: torch.Tensor) -> torch.Tensor:
-    """An uninitialised tensor shaped like `t`, in its output layout (as the kernels allocate)."""
-    return torch.empty(t.shape, dtype=t.dtype, device=t.device, memory_format=output_memory_format(t))
+def empty_output(t: torch.Tensor, dtype: Optional[torch.dtype] = None, shape=None) -> torch.Tensor:
+    """An uninitialised output on t's device in t's output layout (as the kernels allocate), of
+    t's shape and dtype unless `shape` or `dtype` say otherwise."""
+    return torch.empty(t.shape if shape is None else shape, dtype=t.dtype if dtype is None else dtype,
+                       device=t.device, memory_format=output_memory_format(t))

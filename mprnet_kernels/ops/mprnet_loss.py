@@ -13,8 +13,8 @@ pass over the target for all stages and both terms, built on the edge loss's ban
 CUDA tensors run one of two backends (``set_cuda_backend("mprnet_loss", "triton" | "cuda")``,
 Triton by default until a GPU benchmark says otherwise): a composition of Triton kernels, per
 stage the edge loss's kernels, then one Charbonnier kernel that also adds edge_weight times the
-edge gradient, applies the clamp mask and accumulates the target's gradient (see
-_mprnet_loss_triton for what that costs); or the one-pass CUDA C++ kernel
+edge gradient, applies the clamp mask and accumulates the target's gradient (triton/mprnet_loss.py
+says what that costs); or the one-pass CUDA C++ kernel
 csrc/ops/cuda/mprnet_loss_kernel.cu, which reads the target once for up to three stage outputs
 and writes every gradient once (tile algorithm in csrc/ops/loss_tile.h).
 The autograd below follows the other loss ops' (_loss_autograd.py) over a list of outputs.
@@ -24,92 +24,28 @@ from typing import List
 
 import torch
 
-from ._backend import HAS_TRITON, cuda_cpp_kernel, kernel, register_cuda
+from ._backend import HAS_TRITON, cuda_cpp_kernel, register_cuda
 from ._checks import check_real_inputs, checks
-from ._layout import empty_output, output_memory_format
+from ._layout import empty_output
 from ._loss_autograd import grad_scale, refuse_double_backward, wants_grad
-from ._dtypes import accumulation_dtype
-from ._reduce import split_f32
 
 _OP = "mprnet::mprnet_loss"
-
-
-def _allocate_grads(outputs, y, grad_outputs, grad_y):
-    grads = [empty_output(o) if grad_outputs else o.new_empty((0,)) for o in outputs]
-    return grads, (empty_output(y) if grad_y else y.new_empty((0,)))
 
 
 @torch.library.register_fake(_OP)
 def _fake(outputs, y, eps, edge_weight, clamp, grad_outputs, grad_y):
     check_real_inputs(checks.mprnet_loss, outputs, y)
-    grads, gy = _allocate_grads(outputs, y, grad_outputs, grad_y)
+    grads = [empty_output(o) if grad_outputs else o.new_empty((0,)) for o in outputs]
+    gy = empty_output(y) if grad_y else y.new_empty((0,))
     return y.new_empty(()), grads, gy
 
 
-if HAS_TRITON:
-    import triton
-
-    from .charbonnier_loss import BLOCK, NUM_WARPS, charbonnier_kernel
-
-    def _mprnet_loss_triton(outputs, y, eps, edge_weight, clamp, grad_outputs, grad_y):
-        """Triton on any device it runs on (CUDA; CPU under TRITON_INTERPRET=1).
-
-        Not one fused kernel: per stage, the edge loss's Triton kernels (on clamp(out) when
-        clamp, an extra pass) give the edge term and its gradient e_s, then one pass of
-        charbonnier_kernel reads out_s, y and e_s and writes grads[s] = mask (u_s + w e_s) and
-        the running target gradient. The stage outputs, the target and the gradients are each
-        read or written once by that last pass; the edge kernels add their own traffic.
-        """
-        checks.mprnet_loss(outputs, y)
-        grads, gy = _allocate_grads(outputs, y, grad_outputs, grad_y)
-        n = y.numel()
-        acc_ty = accumulation_dtype(y.dtype)
-        if n == 0:
-            return y.new_full((), float("nan")), grads, gy
-        # One flat layout for every buffer the Charbonnier pass indexes together: y's.
-        fmt = output_memory_format(y)
-        y_d = y.contiguous(memory_format=fmt)
-        want_grad = grad_outputs or grad_y
-        edge = edge_weight != 0
-        edge_fn = kernel("edge_loss", "triton") if edge else None
-        programs = triton.cdiv(n, BLOCK)
-        partials = torch.empty((len(outputs), programs), dtype=acc_ty, device=y.device)
-        edge_means = []
-        # The target's gradient sums the stages in the working dtype, rounded once at the end;
-        # for float32/float64 the output itself holds the running sum.
-        gy_acc = None
-        if grad_y:
-            gy_acc = gy if gy.dtype == acc_ty or len(outputs) == 1 else torch.empty_like(gy, dtype=acc_ty)
-        eps2_hi, eps2_lo = split_f32(float(eps) * float(eps))
-        w_hi, w_lo = split_f32(float(edge_weight))
-        for s, out in enumerate(outputs):
-            out_d = out.contiguous(memory_format=fmt)
-            e = None
-            if edge:
-                edge_mean, e = edge_fn(out.clamp(0, 1) if clamp else out, y, eps, want_grad)
-                edge_means.append(edge_mean)
-                e = e.contiguous(memory_format=fmt) if want_grad else None
-            g = None
-            if grad_outputs:
-                same = output_memory_format(out) == fmt
-                g = grads[s] if same else torch.empty_like(y_d)
-            last = s == len(outputs) - 1
-            charbonnier_kernel[(programs,)](
-                out_d, y_d, g, partials[s], n, eps2_hi, eps2_lo, e, w_hi, w_lo,
-                gy_acc if s > 0 else None, (gy if last else gy_acc) if grad_y else None,
-                BLOCK=BLOCK, WRITE_GRAD=grad_outputs, CLAMP=clamp, ADDEND=e is not None,
-                GY_LOAD=grad_y and s > 0, GY_STORE=grad_y, num_warps=NUM_WARPS)
-            if g is not None and g is not grads[s]:
-                grads[s].copy_(g)
-        total = partials.sum() / n
-        if edge:
-            total = total + edge_weight * torch.stack(edge_means).to(acc_ty).sum()
-        return total.to(y.dtype), grads, gy
-
+if HAS_TRITON:  # the Triton module imports triton
+    from .triton import mprnet_loss as _triton
 else:
-    _mprnet_loss_triton = None
+    _triton = None
 
-register_cuda("mprnet_loss", "mprnet_loss", default="triton", triton=_mprnet_loss_triton,
+register_cuda("mprnet_loss", "mprnet_loss", default="triton", triton=_triton and _triton.mprnet_loss,
               cuda=cuda_cpp_kernel("mprnet_loss"))
 
 

@@ -3,7 +3,6 @@ b1, w2, b2), sizes, layouts, dtypes (mixed autocast dtypes included), determinis
 gradcheck, torch.compile, NaN/Inf and bad input; the Triton kernels under the interpreter; the
 CUDA C++ and Triton kernels against each other on a GPU."""
 
-import importlib
 
 import pytest
 import torch
@@ -14,7 +13,6 @@ from mprnet_kernels.ops import _backend, ca_tail
 from mprnet_kernels.reference import blocks as reference_blocks
 
 # The op's module (the package attribute of the same name is the function).
-ca_tail_ops = importlib.import_module("mprnet_kernels.ops.ca_tail")
 
 HALF_TYPES = [torch.bfloat16, torch.float16]
 NAMES = ("out", "grad_x", "grad_r", "grad_w1", "grad_b1", "grad_w2", "grad_b2")
@@ -368,16 +366,19 @@ def test_triton_tiny_tiles_cover_every_loop(layout, monkeypatch):
     """Tiles far smaller than the data, so every loop of the kernels runs several trips: rows
     within a program, parts per sample, channel chunks, sample blocks and partial blocks."""
 
-    class TinyPlan(ca_tail_ops._Plan):
+    from mprnet_kernels.ops.triton import ca_tail as triton_ca_tail
+    from mprnet_kernels.ops.triton.utils import cdiv, next_pow2
+
+    class TinyPlan(triton_ca_tail._Plan):
         def __init__(self, n, c, hw, channels_last):
             super().__init__(n, c, hw, channels_last)
             self.block_c, self.block_hw = 2, 4
-            self.ctiles = ca_tail_ops._cdiv(c, 2)
+            self.ctiles = cdiv(c, 2)
             if self.parts:
-                self.rows, self.parts = 8, ca_tail_ops._cdiv(hw, 8)
+                self.rows, self.parts = 8, cdiv(hw, 8)
 
-    monkeypatch.setattr(ca_tail_ops, "_Plan", TinyPlan)
-    monkeypatch.setattr(ca_tail_ops, "_mlp_blocks", lambda n, c, hidden, parts, tile: (2, 2, 4, ca_tail_ops._next_pow2(hidden)))
+    monkeypatch.setattr(triton_ca_tail, "_Plan", TinyPlan)
+    monkeypatch.setattr(triton_ca_tail, "_mlp_blocks", lambda n, c, hidden, parts, tile: (2, 2, 4, next_pow2(hidden)))
     args, grad = in_layout(*inputs(5, 11, 6, 7, 3), layout)
     check_triton_against_reference(args, grad, OP_TOLERANCE[torch.float64])
 

@@ -18,7 +18,6 @@ from helpers import (OP_TOLERANCE, assert_deterministic_across_thread_counts, as
 from mprnet_kernels.ops import edge_loss
 from mprnet_kernels.ops import _backend
 from mprnet_kernels.ops._backend import kernel
-from mprnet_kernels.ops.edge_loss import GAUSS_TAPS
 from mprnet_kernels.reference import losses as ref
 
 HALF_TYPES = [torch.bfloat16, torch.float16]
@@ -47,6 +46,8 @@ triton_edge_loss = partial(triton_loss, "edge_loss")
 
 def separable_blur(z):
     """G as two 1-D passes, each replicate-padding its own axis: what the kernels compute."""
+    from mprnet_kernels.ops.triton.edge_loss import GAUSS_TAPS  # the taps the Triton kernels load
+
     g = torch.tensor(GAUSS_TAPS, dtype=z.dtype)
     c = z.shape[1]
     cols = F.conv2d(F.pad(z, (2, 2, 0, 0), mode="replicate"), g.view(1, 1, 1, 5).expand(c, 1, 1, 5), groups=c)

@@ -1,5 +1,6 @@
-"""Helpers shared by the loss ops' Python side: float64 scalars passed to Triton, and the
-deterministic finish of a partial-sum reduction (OPS.md "Numerics").
+"""Launch helpers shared by the Triton modules: grid and tile arithmetic, float64 scalars passed
+as float32 pairs, and the deterministic finish of a partial-sum reduction (OPS.md "Numerics").
+Imports no triton.
 
 The Triton loss kernels write one partial sum per program into a buffer whose size depends only
 on the input size; the buffer is then summed by torch.sum, whose reduction order is fixed for a
@@ -10,6 +11,21 @@ import math
 import struct
 
 import torch
+
+
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for b > 0."""
+    return -(-a // b)
+
+
+def next_pow2(v: int) -> int:
+    """The smallest power of two >= v (v >= 1)."""
+    return 1 << max(0, (int(v) - 1).bit_length())
+
+
+def prev_pow2(v: int) -> int:
+    """The largest power of two <= v (v >= 1)."""
+    return 1 << (int(v).bit_length() - 1)
 
 
 def split_f32(value: float) -> tuple:
