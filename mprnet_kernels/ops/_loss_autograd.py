@@ -14,6 +14,7 @@ list and a target, builds its own from the pieces below.
 
 import torch
 
+from ._autograd import refuse_double_backward
 from ._dtypes import accumulation_dtype
 
 
@@ -21,12 +22,6 @@ def wants_grad(*tensors: torch.Tensor) -> bool:
     """What a public loss function passes as compute_grad: grad mode is on and one of
     `tensors` requires grad."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
-def refuse_double_backward(op: str) -> None:
-    """Raises when backward itself is being differentiated (create_graph=True)."""
-    if torch.is_grad_enabled():
-        raise NotImplementedError(f"{op}: double backward (create_graph=True) is not supported")
 
 
 def grad_scale(grad_loss: torch.Tensor, numel: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""mprnet::ca_tail, the channel-attention tail of MPRNet's CAB (OPS.md section 1).
+"""mprnet::ca_tail, the channel-attention tail of MPRNet's CAB (docs/OPS.md section 1).
 
     p = mean_hw(x)   h = relu(W1 p + b1)   s = sigmoid(W2 h + b2)   out = x * s + r
 
@@ -24,6 +24,7 @@ from typing import Optional
 
 import torch
 
+from ._autograd import refuse_double_backward
 from ._backend import HAS_TRITON, cuda_cpp_kernel, register_cuda
 from ._checks import check_real_inputs, checks
 from ._dtypes import accumulation_dtype
@@ -82,8 +83,7 @@ def _strided_like(grad, weight):
 
 
 def _backward(ctx, grad, _grad_p, _grad_h, _grad_s):
-    if torch.is_grad_enabled():
-        raise NotImplementedError("mprnet::ca_tail: double backward (create_graph=True) is not supported")
+    refuse_double_backward("mprnet::ca_tail")
     need_x, need_r, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
     if grad is None:
         return None, None, None, None, None, None

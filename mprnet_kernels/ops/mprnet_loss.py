@@ -1,12 +1,13 @@
-"""mprnet::mprnet_loss, the whole MPRNet training loss over the stage outputs (OPS.md section 5).
+"""mprnet::mprnet_loss, the whole MPRNet training loss over the stage outputs (docs/OPS.md section 5).
 
     loss = sum_s charbonnier(c_s, y) + edge_weight * sum_s edge(c_s, y),
     c_s = clamp(outputs[s], 0, 1) when clamp, else outputs[s]
 
 The op returns the loss and, when asked, the gradients of the *summed* terms (numel times the
 gradient of the loss, as charbonnier_loss and edge_loss return them): grads[s] for each output,
-masked like torch.clamp's backward when clamp, and grad_y = -(the unmasked sum over stages) for
-the target. Backward is then one scale by grad_loss / numel per tensor.
+masked by the clamp01 convention (1 strictly inside (0, 1), else 0) when clamp, and for the
+target grad_y = -(the unmasked sum over stages). Backward is then one scale by
+grad_loss / numel per tensor.
 
 Schema and CPU kernel: csrc/ops/mprnet_loss.cpp and csrc/ops/cpu/mprnet_loss_kernel.cpp (one
 pass over the target for all stages and both terms, built on the edge loss's band function).
@@ -27,7 +28,8 @@ import torch
 from ._backend import HAS_TRITON, cuda_cpp_kernel, register_cuda
 from ._checks import check_real_inputs, checks
 from ._layout import empty_output
-from ._loss_autograd import grad_scale, refuse_double_backward, wants_grad
+from ._autograd import refuse_double_backward
+from ._loss_autograd import grad_scale, wants_grad
 
 _OP = "mprnet::mprnet_loss"
 

@@ -1,4 +1,4 @@
-"""mprnet::sam_gate, the gate of MPRNet's supervised attention module (OPS.md section 2).
+"""mprnet::sam_gate, the gate of MPRNet's supervised attention module (docs/OPS.md section 2).
 
     out = x1 * sigmoid(z) + x        grad_x1 = g * s,  grad_z = g * x1 * s * (1 - s),  grad_x = g
 
@@ -9,6 +9,7 @@ Triton: triton/sam_gate.py. This file adds the fake functions, autograd and the 
 
 import torch
 
+from ._autograd import refuse_double_backward
 from ._backend import HAS_TRITON, cuda_cpp_kernel, register_cuda
 from ._checks import check_real_inputs, checks
 from ._layout import empty_output
@@ -46,6 +47,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad):
+    refuse_double_backward(_OP)
     x1, z = ctx.saved_tensors
     grad_x1 = grad_z = None
     if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:

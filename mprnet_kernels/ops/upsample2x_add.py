@@ -1,5 +1,5 @@
-"""mprnet::upsample2x_add, MPRNet's SkipUpSample "resize and add in one pass" (OPS.md, "Other
-exact rewrites").
+"""mprnet::upsample2x_add, MPRNet's SkipUpSample "resize and add in one pass" (docs/OPS.md
+section 6).
 
     out = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False) + y
     grad_x = the adjoint resize of g (a gather: each x pixel collects a 4x4 neighbourhood of g)
@@ -31,6 +31,7 @@ backend of this op).
 
 import torch
 
+from ._autograd import refuse_double_backward
 from ._backend import HAS_TRITON, register_cuda
 from ._checks import check_real_inputs, checks
 from ._layout import empty_output
@@ -63,6 +64,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad):
+    refuse_double_backward(_OP)
     grad_x = grad_y = None
     if ctx.needs_input_grad[0]:
         grad_x = torch.ops.mprnet.upsample2x_add_backward(grad, ctx.x_dtype)

@@ -63,6 +63,15 @@ def test_gradient_to_one_input_only():
     assert rel_err(z.grad, expected) < 1e-13
 
 
+def test_double_backward_is_rejected():
+    x1, z, x = (t.requires_grad_() for t in inputs((2, 3, 4, 5)))
+    with pytest.raises(NotImplementedError, match="mprnet::sam_gate: double backward"):
+        torch.autograd.grad(sam_gate(x1, z, x).sum(), (x1, z), create_graph=True)
+    # Without create_graph the same backward runs.
+    grads = torch.autograd.grad(sam_gate(x1, z, x).sum(), (x1, z))
+    assert all(g.shape == x1.shape for g in grads)
+
+
 @pytest.mark.parametrize("make", opcheck_inputs(inputs))
 def test_opcheck(make):
     x1, z, x = (t.requires_grad_() for t in make())

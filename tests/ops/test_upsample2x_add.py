@@ -112,6 +112,14 @@ def test_backward_is_the_adjoint_of_the_resize():
     assert abs(float(lhs - rhs)) < 1e-12 * float(x.abs().sum() * g.abs().max())
 
 
+def test_double_backward_is_rejected():
+    x, y, grad = (t.requires_grad_() for t in inputs((2, 3, 4, 5)))
+    with pytest.raises(NotImplementedError, match="mprnet::upsample2x_add: double backward"):
+        torch.autograd.grad(upsample2x_add(x, y), (x, y), grad, create_graph=True)
+    grad_x, grad_y = torch.autograd.grad(upsample2x_add(x, y), (x, y), grad)
+    assert grad_x.shape == x.shape and torch.equal(grad_y, grad)
+
+
 def test_gradient_to_one_input_only():
     x, y, grad = inputs((2, 3, 4, 5))
     out, grad_x, grad_y = forward_backward(upsample2x_add, x, y, which=[True, False], grad=grad)
