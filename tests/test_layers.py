@@ -209,7 +209,7 @@ def test_architecture_doc_has_the_same_layers():
     """docs/ARCHITECTURE.md's layer table lists LAYERS, row by row."""
     import re
 
-    doc = (PACKAGE_DIR.parent / "docs" / "ARCHITECTURE.md").read_text()
+    doc = (PACKAGE_DIR.parent / "docs/ARCHITECTURE.md").read_text()
     section = doc.split("\n## Layers\n", 1)[1].split("\n## ", 1)[0]
     rows = [line.split("|") for line in section.splitlines() if re.match(r"\|\s*\d+\s*\|", line)]
     assert [tuple(re.findall(r"`([^`]+)`", row[2])) for row in rows] == [tuple(units) for units in LAYERS]

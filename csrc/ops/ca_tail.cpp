@@ -1,4 +1,4 @@
-// Schema of the channel-attention tail of MPRNet's CAB (OPS.md section 1):
+// Schema of the channel-attention tail of MPRNet's CAB (docs/OPS.md section 1):
 //
 //   p = mean_hw(x)   h = relu(W1 p + b1)   s = sigmoid(W2 h + b2)   out = x * s + r
 //

@@ -1,4 +1,4 @@
-// Schema of the Charbonnier loss (OPS.md section 3):
+// Schema of the Charbonnier loss (docs/OPS.md section 3):
 //   loss = mean(sqrt((x - y)^2 + eps^2))
 //
 // One pass reads x and y and, when compute_grad is true, also writes

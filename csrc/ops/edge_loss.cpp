@@ -1,4 +1,4 @@
-// Schema of the Laplacian edge loss (OPS.md section 4, lap exactly as MPRNET.md "Losses"):
+// Schema of the Laplacian edge loss (docs/OPS.md section 4, lap exactly as docs/MPRNET.md "Losses"):
 //   loss = mean(sqrt(lap(x - y)^2 + eps^2))
 //
 // When compute_grad is true the forward also writes

@@ -1,4 +1,4 @@
-// Schema of the SAM gate (OPS.md section 2):
+// Schema of the SAM gate (docs/OPS.md section 2):
 //   out = x1 * sigmoid(z) + x
 //   grad_x1 = g * sigmoid(z), grad_z = g * x1 * s * (1 - s); grad_x = g needs no kernel.
 // All three inputs have one shape, dtype and device; outputs take x1's layout (common/layout.h).

@@ -1,5 +1,5 @@
 // Schema of mprnet::upsample2x_add, the SkipUpSample/UpSample "resize and add in one pass"
-// (OPS.md, "Other exact rewrites"):
+// (docs/OPS.md section 6):
 //
 //   out = bilinear_x2(x) + y      x (N, C, h, w), y (N, C, 2h, 2w)
 //

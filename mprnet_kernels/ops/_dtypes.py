@@ -6,5 +6,5 @@ import torch
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 for float64 inputs, float32 for float32, float16 and bfloat16 (OPS.md "Numerics")."""
+    """float64 for float64 inputs, float32 for float32, float16 and bfloat16 (docs/OPS.md "Numerics")."""
     return torch.float64 if dtype == torch.float64 else torch.float32

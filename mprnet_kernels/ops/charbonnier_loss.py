@@ -1,4 +1,4 @@
-"""mprnet::charbonnier_loss, MPRNet's Charbonnier loss (OPS.md section 3).
+"""mprnet::charbonnier_loss, MPRNet's Charbonnier loss (docs/OPS.md section 3).
 
     loss = mean(sqrt((x - y)^2 + eps^2))
 

@@ -1,4 +1,4 @@
-"""mprnet::edge_loss, MPRNet's Laplacian edge loss (OPS.md section 4, lap as MPRNET.md).
+"""mprnet::edge_loss, MPRNet's Laplacian edge loss (docs/OPS.md section 4, lap as docs/MPRNET.md).
 
     loss = mean(sqrt(lap(x - y)^2 + eps^2)),   lap(d) = d - G(U(G(d)))
 

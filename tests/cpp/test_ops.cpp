@@ -59,7 +59,7 @@ void test_sam_gate() {
   }
 }
 
-// lap exactly as MPRNET.md, with ATen ops: replicate pad 2, depthwise 5x5 Gaussian, keep even
+// lap exactly as docs/MPRNET.md, with ATen ops: replicate pad 2, depthwise 5x5 Gaussian, keep even
 // rows and columns times 4, Gaussian again, subtract.
 at::Tensor laplacian(const at::Tensor& img) {
   const auto g = at::tensor({0.05, 0.25, 0.4, 0.25, 0.05}, img.options());

@@ -1,4 +1,4 @@
-// CPU kernels of mprnet::ca_tail (math in csrc/ops/ca_tail.cpp, OPS.md section 1).
+// CPU kernels of mprnet::ca_tail (math in csrc/ops/ca_tail.cpp, docs/OPS.md section 1).
 //
 // Forward: one reduction pass over x (per-(n, c) sums), the tiny MLP in C++ inside the op, and
 // one pass reading x and r and writing out: 4 passes, where eager PyTorch makes about 6.

@@ -2,7 +2,7 @@
 // CPU kernel of mprnet::edge_loss, and reusable by other kernels (mprnet::mprnet_loss calls it
 // once per stage output on the same band, so the target's rows are read from cache).
 //
-//   lap(d) = d - G(U(G(d)))      (MPRNET.md "Losses"; G = replicate-pad 2 + 5x5 Gaussian,
+//   lap(d) = d - G(U(G(d)))      (docs/MPRNET.md "Losses"; G = replicate-pad 2 + 5x5 Gaussian,
 //                                 U = keep even rows and columns times 4, zero elsewhere)
 //   sum    = sum over rows [r0, r1) of sqrt(lap(d)^2 + eps^2)
 //   grad   = grad_scale * lap^T(w),  w = lap(d) / sqrt(lap(d)^2 + eps^2)

@@ -1,4 +1,4 @@
-// CPU kernel of mprnet::edge_loss (OPS.md section 4):
+// CPU kernel of mprnet::edge_loss (docs/OPS.md section 4):
 //
 //   loss = mean(sqrt(lap(d)^2 + eps^2)),  d = x - y,  lap(d) = d - G(U(G(d)))
 //
@@ -72,7 +72,7 @@ namespace mprnet {
 namespace cpu {
 namespace {
 
-// The 1-D taps g_k, k = -2..2, as kGauss[k + 2]. The 5x5 kernel of MPRNET.md is outer(g, g),
+// The 1-D taps g_k, k = -2..2, as kGauss[k + 2]. The 5x5 kernel of docs/MPRNET.md is outer(g, g),
 // and replicate-padding a plane by 2 then correlating with outer(g, g) equals padding and
 // correlating the columns, then the rows: padded[i][j] = z[clamp(i)][clamp(j)] factorises, so
 // sum_ab g_a g_b z[clamp(i+a)][clamp(j+b)] = sum_a g_a (sum_b g_b z[clamp(i+a)][clamp(j+b)]),
@@ -411,7 +411,7 @@ double band_impl(int64_t H, int64_t W, int64_t r0, int64_t r1, double eps,
 // and backward, so a quarter of the elementwise ops' grain is as much work.
 constexpr int64_t kGrainElements = kElementwiseGrain / 4;
 
-// The working type: float32 for float32, float16 and bfloat16 (OPS.md "Numerics"), else float64.
+// The working type: float32 for float32, float16 and bfloat16 (docs/OPS.md "Numerics"), else float64.
 template <typename scalar_t>
 using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 

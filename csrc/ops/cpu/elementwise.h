@@ -1,7 +1,7 @@
 // Parallel elementwise loops over flat, dense buffers, shared by the CPU kernels.
 //
 // Every kernel supplies its body twice: once on float32 arrays (half and bfloat16 inputs are
-// widened into small float32 chunks on the stack, computed in float32 as OPS.md asks, and
+// widened into small float32 chunks on the stack, computed in float32 as docs/OPS.md asks, and
 // narrowed back) and once on float64 arrays. Keeping the bodies on plain float arrays is what
 // lets them be vectorized and cloned per instruction set (see vec_math.h).
 #pragma once

@@ -123,7 +123,7 @@ PlaneView<P> plane_of(P* data, const at::Tensor& t, int64_t n, int64_t c) {
   return {data + n * t.stride(0) + c * t.stride(1), t.stride(2), t.stride(3)};
 }
 
-// The working type: float32 for float32, float16 and bfloat16 (OPS.md "Numerics"), else float64.
+// The working type: float32 for float32, float16 and bfloat16 (docs/OPS.md "Numerics"), else float64.
 template <typename scalar_t>
 using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 

@@ -1,4 +1,4 @@
-// Deterministic parallel sums for the CPU loss kernels (OPS.md "Numerics": same inputs, same
+// Deterministic parallel sums for the CPU loss kernels (docs/OPS.md "Numerics": same inputs, same
 // bits, run after run).
 //
 // A parallel sum is reproducible only if the order of its additions is. Here the caller splits

@@ -1,4 +1,4 @@
-// CUDA C++ kernels of mprnet::ca_tail (math in csrc/ops/ca_tail.cpp, OPS.md section 1).
+// CUDA C++ kernels of mprnet::ca_tail (math in csrc/ops/ca_tail.cpp, docs/OPS.md section 1).
 //
 // Forward, three launches: a reduction over x writing partial sums, one small MLP kernel (one
 // CTA per sample: combine partials into p, then h and s), and the pass out = x * s + r.

@@ -1,4 +1,4 @@
-// CUDA C++ kernel of mprnet::edge_loss (OPS.md section 4; math and schema in
+// CUDA C++ kernel of mprnet::edge_loss (docs/OPS.md section 4; math and schema in
 // csrc/ops/edge_loss.cpp): one pass that reads x and y once (plus a column halo and a few rows
 // per chunk, mostly from L2), keeps every intermediate of lap and of its adjoint in shared
 // memory, and writes the gradient once. The per-tile algorithm is csrc/ops/loss_tile.h (tested

@@ -1,4 +1,4 @@
-// CUDA C++ kernel of mprnet::mprnet_loss (OPS.md section 5; math and schema in
+// CUDA C++ kernel of mprnet::mprnet_loss (docs/OPS.md section 5; math and schema in
 // csrc/ops/mprnet_loss.cpp): Charbonnier + edge_weight * edge over up to kMaxStages stage
 // outputs per launch, in one pass that reads the target once for all of them and writes every
 // gradient once (more outputs run in groups; the target's gradient waits between groups in a

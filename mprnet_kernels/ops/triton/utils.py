@@ -1,5 +1,5 @@
 """Launch helpers shared by the Triton modules: grid and tile arithmetic, float64 scalars passed
-as float32 pairs, and the deterministic finish of a partial-sum reduction (OPS.md "Numerics").
+as float32 pairs, and the deterministic finish of a partial-sum reduction (docs/OPS.md "Numerics").
 Imports no triton.
 
 The Triton loss kernels write one partial sum per program into a buffer whose size depends only
