@@ -24,6 +24,8 @@ def test_every_public_op_has_one_entry():
     for name, spec in registry.OPS.items():
         assert spec.name == name and spec.fn is getattr(ops, name)
         assert spec.reference is getattr(reference, name)
+    # The package exports exactly these ops, besides the backend selection.
+    assert set(ops.__all__) - {"available_backends", "cuda_backend", "set_cuda_backend"} == set(registry.OPS)
 
 
 @pytest.mark.parametrize("name", registry.op_names())
