@@ -10,9 +10,9 @@ from . import _extension  # noqa: F401  (loads the compiled ops first)
 from . import ops
 from .nn import CharbonnierLoss, EdgeLoss, MPRNetLoss
 from ._build_info import build_info
-from .checkpoint import load_checkpoint
+from .checkpoint import checkpoint_config, load_checkpoint, load_model
 from .model import MPRNet, Rewrites
 from .restoration import restore
 from .version import __version__
 
-__all__ = ["CharbonnierLoss", "EdgeLoss", "MPRNet", "MPRNetLoss", "Rewrites", "build_info", "load_checkpoint", "ops", "restore", "__version__"]
+__all__ = ["CharbonnierLoss", "EdgeLoss", "MPRNet", "MPRNetLoss", "Rewrites", "build_info", "checkpoint_config", "load_checkpoint", "load_model", "ops", "restore", "__version__"]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-__all__ = ["load_checkpoint", "checkpoint_config", "CheckpointMismatchError"]
+__all__ = ["load_checkpoint", "load_model", "checkpoint_config", "CheckpointMismatchError"]
 
 _PREFIX = "module."
 _LIST_LIMIT = 10  # keys shown per category before "... and N more"
@@ -86,6 +87,34 @@ def load_checkpoint(model: nn.Module, path_or_dict: Union[str, os.PathLike, Mapp
     return rest
 
 
+def load_model(path_or_dict: Union[str, os.PathLike, Mapping], *, device: Union[str, torch.device, None] = None,
+               dtype: Optional[torch.dtype] = None, rewrites: Any = None, reference: bool = False) -> nn.Module:
+    """The MPRNet a checkpoint fits, built (``checkpoint_config``), loaded and in eval mode.
+
+    Args:
+        path_or_dict: as for ``load_checkpoint`` (upstream files, ``mprnet-kernels train``'s,
+            weights-only files, bare state_dicts).
+        device, dtype: moved to after loading (default: CPU, float32).
+        rewrites: the fast model's ``Rewrites`` (or a dict of them); default all on.
+        reference: build ``mprnet_kernels.reference.MPRNet`` instead of the fast model.
+
+    Raises what ``load_checkpoint`` and ``checkpoint_config`` raise: FileNotFoundError,
+    ValueError (not an MPRNet checkpoint), CheckpointMismatchError.
+    """
+    checkpoint, _ = _read(path_or_dict)
+    config = checkpoint_config(checkpoint)
+    if reference:
+        if rewrites is not None:
+            raise ValueError("load_model: rewrites are options of the fast model; the reference has none")
+        from .reference import MPRNet as Model
+        model = Model(**config)
+    else:
+        from .model import MPRNet as Model
+        model = Model(**config, rewrites=rewrites)
+    load_checkpoint(model, checkpoint)
+    return model.to(device=device, dtype=dtype).eval()
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -111,7 +140,7 @@ def _read(path_or_dict) -> Tuple[Mapping, str]:
         if not os.path.isfile(path):
             # The (errno, message, filename) form sets .filename and prints the path once.
             raise FileNotFoundError(errno.ENOENT, "load_checkpoint: no such checkpoint file", path)
-        obj = torch.load(path, weights_only=True, map_location="cpu")
+        obj = _torch_load(path)
         source = repr(path)
     elif isinstance(path_or_dict, Mapping):
         obj = path_or_dict
@@ -123,6 +152,23 @@ def _read(path_or_dict) -> Tuple[Mapping, str]:
         raise ValueError(f"load_checkpoint: {source} holds a {type(obj).__name__}, "
                          "not a checkpoint dict or state_dict")
     return obj, source
+
+
+def _torch_load(path: str):
+    """torch.load(weights_only=True), with a failure said in one line: torch's own message for a
+    file that is not a checkpoint is a page about weights_only that does not name the problem."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # pickle.UnpicklingError, RuntimeError (not a zip / truncated), KeyError, EOFError
+        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if unsafe:
+            raise ValueError(
+                f"load_checkpoint: {path!r} holds an object of type {unsafe.group(1)}, which is not loaded because "
+                "unpickling it could run code (torch.load(weights_only=True)); save plain tensors, numbers, "
+                "strings, lists and dicts") from None
+        first = (str(e).strip().splitlines() or [""])[0][:120]
+        raise ValueError(f"load_checkpoint: {path!r} is not a file written by torch.save "
+                         f"({type(e).__name__}{': ' + first if first and 'Weights only' not in first else ''})") from None
 
 
 def _split(checkpoint: Mapping, source: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
@@ -233,11 +279,11 @@ def _preset_hint(state_dict: Mapping, model_state: Mapping) -> Optional[str]:
     found = _infer_config(state_dict)
     if found is None or found == _infer_config(model_state):
         return None
-    from .reference import PRESETS, MPRNet  # lazy: the reference never imports this module
+    from .reference import EXTRA_PRESETS, PRESETS, MPRNet  # lazy: the reference never imports this module
 
     widths = ("n_feat", "scale_unetfeats", "scale_orsnetfeats")
     wanted = _shapes_of(state_dict)
-    for name, preset in PRESETS.items():
+    for name, preset in {**PRESETS, **EXTRA_PRESETS}.items():
         if any(preset[w] != found[w] for w in widths):
             continue
         overrides = {k: v for k, v in found.items() if preset.get(k) != v}

@@ -42,7 +42,7 @@ be switched off on its own through `Rewrites` so that its effect and exactness c
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import List, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -67,6 +67,26 @@ class Rewrites:
     fused_upsample_add: bool = True
     channels_last: bool = True
     checkpoint_stages: bool = False
+
+    @classmethod
+    def of(cls, value) -> "Rewrites":
+        """A Rewrites from None (all on), a Rewrites, or a mapping of field names to bools
+        (the fields not named stay on); TypeError/ValueError naming what is wrong otherwise."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            names = [f.name for f in fields(cls)]
+            unknown = [k for k in value if k not in names]
+            if unknown:
+                raise ValueError(f"rewrites: unknown rewrite(s) {', '.join(map(repr, unknown))}; "
+                                 f"valid names: {', '.join(names)}")
+            bad = [k for k, v in value.items() if not isinstance(v, bool)]
+            if bad:
+                raise TypeError(f"rewrites: expected True or False for {', '.join(bad)}")
+            return cls(**value)
+        raise TypeError(f"rewrites: expected a Rewrites, a dict of its fields or None, got {type(value).__name__}")
 
     @classmethod
     def none(cls) -> "Rewrites":
@@ -155,10 +175,10 @@ class MPRNet(reference.MPRNet):
 
     def __init__(self, in_c: int = 3, out_c: int = 3, n_feat: int = 96, scale_unetfeats: int = 48,
                  scale_orsnetfeats: int = 32, num_cab: int = 8, kernel_size: int = 3,
-                 reduction: int = 4, bias: bool = False, rewrites: Optional[Rewrites] = None):
+                 reduction: int = 4, bias: bool = False, rewrites: Union[Rewrites, Mapping[str, bool], None] = None):
         super().__init__(in_c, out_c, n_feat, scale_unetfeats, scale_orsnetfeats, num_cab,
                          kernel_size, reduction, bias)
-        self.rewrites = rewrites if rewrites is not None else Rewrites()
+        self.rewrites = Rewrites.of(rewrites)
         if self.rewrites.fused_blocks:
             # Swaps the reference CALayer/CAB/SAM instances for the fused ones in place, on the
             # same parameter tensors (state_dict and the shared PReLU are unchanged).

@@ -4,6 +4,7 @@ All checkpoints are made here from small models (building one takes milliseconds
 ones are built on the meta device, which allocates nothing.
 """
 
+import argparse
 import os
 
 import pytest
@@ -230,15 +231,25 @@ def test_full_preset_detected(preset, target):
     assert not any(f"'{o}'" in message for o in others)
 
 
-def test_non_preset_config_is_described(source):
+def test_non_preset_config_is_described():
     with torch.device("meta"):
         model = MPRNet.from_preset("derain", num_cab=1)
+    source = MPRNet(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=6, num_cab=1)  # no preset's widths
     with pytest.raises(CheckpointMismatchError) as info:
         load_checkpoint(model, source.state_dict())
     message = str(info.value)
     assert "preset" not in message
-    assert "MPRNet(in_c=3, out_c=3, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1" \
+    assert "MPRNet(in_c=3, out_c=3, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=6, num_cab=1" \
         in message
+
+
+def test_extra_preset_detected(source):
+    """SMALL is the `tiny` preset's configuration."""
+    with torch.device("meta"):
+        model = MPRNet.from_preset("derain", num_cab=1)
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_checkpoint(model, source.state_dict())
+    assert "build the model with MPRNet.from_preset('tiny')" in str(info.value)
 
 
 def test_any_module_without_mprnet_keys():
@@ -264,3 +275,49 @@ def test_path_object_type(tmp_path, source, target):
     assert isinstance(MyPath(tmp_path), os.PathLike)
     assert load_checkpoint(target, MyPath(tmp_path / "w.pt")) == {}
     assert_same_weights(target, source.state_dict())
+
+
+def test_unreadable_files_say_so_in_one_line(tmp_path, target):
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"not a file written by torch\.save") as info:
+        load_checkpoint(target, text)
+    assert "\n" not in str(info.value)
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"state_dict": target.state_dict(), "args": argparse.Namespace(task="deblur")}, unsafe)
+    with pytest.raises(ValueError, match=r"holds an object of type argparse\.Namespace.*weights_only=True") as info:
+        load_checkpoint(target, unsafe)
+    assert "\n" not in str(info.value) and "unsafe.pth" in str(info.value)
+
+
+# --------------------------------------------------------------------------- load_model
+
+
+@pytest.mark.parametrize("entry", ["file", "dict", "bare"])
+def test_load_model_builds_the_model_the_checkpoint_fits(tmp_path, source, entry):
+    from mprnet_kernels import load_model
+    from mprnet_kernels.model import MPRNet as FastMPRNet
+
+    checkpoint = upstream_checkpoint(source) if entry != "bare" else source.state_dict()
+    if entry == "file":
+        torch.save(checkpoint, tmp_path / "c.pth")
+        checkpoint = tmp_path / "c.pth"
+    fast = load_model(checkpoint)
+    assert isinstance(fast, FastMPRNet) and not fast.training
+    assert_same_weights(fast, source.state_dict())
+    ref = load_model(checkpoint, reference=True, dtype=torch.float64)
+    assert type(ref) is MPRNet and next(ref.parameters()).dtype == torch.float64
+    unfused = load_model(checkpoint, rewrites={"fused_blocks": False})
+    assert not unfused.rewrites.fused_blocks and unfused.rewrites.batch_patches
+    x = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        want = source.double()(x)[0]
+        torch.testing.assert_close(ref(x)[0], want, rtol=0, atol=1e-12)
+        torch.testing.assert_close(fast.double()(x)[0], want, rtol=0, atol=1e-10)
+
+
+def test_load_model_rejects_rewrites_for_the_reference(source):
+    from mprnet_kernels import load_model
+
+    with pytest.raises(ValueError, match="rewrites"):
+        load_model(source.state_dict(), reference=True, rewrites={"fused_blocks": False})

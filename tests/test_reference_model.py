@@ -221,12 +221,25 @@ def test_from_preset_overrides_and_does_not_mutate_presets():
     assert PRESETS == before
 
 
+@pytest.mark.parametrize("name", ["small", "tiny"])
+def test_extra_presets_are_the_deblur_preset_narrowed(name):
+    from mprnet_kernels.reference import EXTRA_PRESETS
+
+    model = MPRNet.from_preset(name)
+    config = EXTRA_PRESETS[name]
+    assert model.shallow_feat1[0].weight.shape == (config["n_feat"], 3, 3, 3)
+    assert len(model.stage3_orsnet.orb1.body) == config["num_cab"] + 1
+    assert {k: v for k, v in config.items() if k not in ("n_feat", "scale_unetfeats", "scale_orsnetfeats", "num_cab")} \
+        == {k: v for k, v in PRESETS["deblur"].items() if k not in ("n_feat", "scale_unetfeats", "scale_orsnetfeats", "num_cab")}
+    assert "small" not in PRESETS  # PRESETS stays the three published models
+
+
 def test_from_preset_unknown_name():
     with pytest.raises(ValueError) as info:
         MPRNet.from_preset("dehaze")
     message = str(info.value)
     assert "'dehaze'" in message
-    for name in ("deblur", "derain", "denoise"):
+    for name in ("deblur", "derain", "denoise", "small", "tiny"):
         assert name in message
 
 

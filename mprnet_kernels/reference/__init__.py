@@ -28,11 +28,13 @@ from .losses import (
     mprnet_loss,
 )
 from .ops import ca_tail, sam_gate, upsample2x_add
-from .model import PRESETS, MPRNet
+from .model import EXTRA_PRESETS, PRESETS, MPRNet, preset_config
 
 __all__ = [
     "MPRNet",
     "PRESETS",
+    "EXTRA_PRESETS",
+    "preset_config",
     "conv",
     "CALayer",
     "CAB",

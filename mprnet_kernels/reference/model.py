@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from .blocks import CAB, SAM, Decoder, Encoder, ORSNet, conv
 
-__all__ = ["MPRNet", "PRESETS", "SIZE_MULTIPLE"]
+__all__ = ["MPRNet", "PRESETS", "EXTRA_PRESETS", "preset_config", "SIZE_MULTIPLE"]
 
 #: Constructor arguments of the three published models (spec table "Presets").
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -26,6 +26,24 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "denoise": dict(in_c=3, out_c=3, n_feat=80, scale_unetfeats=48, scale_orsnetfeats=32,
                     num_cab=8, kernel_size=3, reduction=4, bias=False),
 }
+
+#: Smaller configurations with the deblur preset's other arguments: `small` for demos on a CPU
+#: (minutes of training, not days), `tiny` for smoke tests (seconds). Not published models.
+EXTRA_PRESETS: Dict[str, Dict[str, Any]] = {
+    "small": dict(PRESETS["deblur"], n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=2),
+    "tiny": dict(PRESETS["deblur"], n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1),
+}
+
+
+def preset_config(name: str) -> Dict[str, Any]:
+    """The constructor arguments of a preset (published or extra), a new dict; ValueError naming
+    the valid presets for any other name."""
+    presets = {**PRESETS, **EXTRA_PRESETS}
+    if name not in presets:
+        valid = ", ".join(repr(k) for k in presets)
+        raise ValueError(f"MPRNet.from_preset: unknown preset {name!r}; valid names: {valid}")
+    return dict(presets[name])
+
 
 # Stage 1 halves H and W into patches, then the U-Net downsamples twice: 2 * 2 * 2.
 SIZE_MULTIPLE = 8
@@ -83,15 +101,14 @@ class MPRNet(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "MPRNet":
-        """Build one of the published configurations ("deblur", "derain", "denoise").
+        """Build one of the published configurations ("deblur", "derain", "denoise") or of the
+        smaller EXTRA_PRESETS ("small", "tiny").
 
-        ``overrides`` replace individual constructor arguments, e.g. ``num_cab=1`` for a cheap
-        model with the preset's widths.
+        ``overrides`` replace individual constructor arguments (keyword arguments of the class,
+        e.g. ``num_cab=1`` for a cheap model with the preset's widths, or the fast model's
+        ``rewrites``).
         """
-        if name not in PRESETS:
-            valid = ", ".join(repr(k) for k in PRESETS)
-            raise ValueError(f"MPRNet.from_preset: unknown preset {name!r}; valid names: {valid}")
-        kwargs = dict(PRESETS[name])
+        kwargs = preset_config(name)
         kwargs.update(overrides)
         return cls(**kwargs)
 

@@ -44,16 +44,9 @@ RECIPES: Dict[str, Recipe] = {
                       epochs=80, **TASK_LOSSES["denoise"]),
 }
 
-#: Presets beyond the three published ones: changes to the deblur preset's constructor arguments.
-#: `small` is for demos on a CPU (minutes, not days); `tiny` for smoke tests (seconds).
-EXTRA_PRESETS: Dict[str, Dict[str, Any]] = {
-    "small": dict(n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=2),
-    "tiny": dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1),
-}
-
 
 def preset_names() -> tuple:
-    from ..reference import PRESETS
+    from ..reference import EXTRA_PRESETS, PRESETS
 
     return tuple(PRESETS) + tuple(EXTRA_PRESETS)
 
@@ -61,14 +54,11 @@ def preset_names() -> tuple:
 def model_config(preset: str, num_cab: int | None = None) -> Dict[str, Any]:
     """The MPRNet constructor arguments of a preset (a published one, `small` or `tiny`), with
     num_cab replaced when given. This dict is what checkpoints store under 'config'."""
-    from ..reference import PRESETS
+    from ..reference import preset_config
 
-    if preset in PRESETS:
-        config = dict(PRESETS[preset])
-    elif preset in EXTRA_PRESETS:
-        config = dict(PRESETS["deblur"], **EXTRA_PRESETS[preset])
-    else:
+    if preset not in preset_names():
         raise ValueError(f"--preset: unknown preset {preset!r}; expected one of {', '.join(preset_names())}")
+    config = preset_config(preset)
     if num_cab is not None:
         if num_cab < 1:
             raise ValueError(f"--num-cab: expected a positive number of channel-attention blocks, got {num_cab}")

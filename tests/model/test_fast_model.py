@@ -247,3 +247,21 @@ def test_batched_patches_of_a_strided_input(channels_last):
     with torch.no_grad():
         for a, b in zip(fast(x), ref(x)):
             assert rel_err(a, b) < 1e-5
+
+
+def test_from_preset_and_rewrites_as_a_dict():
+    model = MPRNet.from_preset("tiny", rewrites={"batch_patches": False, "channels_last": False})
+    assert isinstance(model, MPRNet) and model.shallow_feat1[0].weight.shape[0] == 8
+    assert model.rewrites == dataclasses.replace(Rewrites(), batch_patches=False, channels_last=False)
+    assert MPRNet.from_preset("small").rewrites == Rewrites()
+
+
+@pytest.mark.parametrize("rewrites, error, words", [
+    ({"fused_block": False}, ValueError, "unknown rewrite(s) 'fused_block'; valid names: batch_patches"),
+    ({"fused_blocks": 0}, TypeError, "expected True or False for fused_blocks"),
+    (["fused_blocks"], TypeError, "expected a Rewrites, a dict of its fields or None, got list"),
+])
+def test_bad_rewrites_are_named(rewrites, error, words):
+    with pytest.raises(error) as info:
+        MPRNet.from_preset("tiny", rewrites=rewrites)
+    assert words in str(info.value)
