@@ -34,7 +34,7 @@ LAYERS = (
     ("tasks", "images", "metrics", "checkpoint"),               # small shared pieces
     ("registry",),                                              # one OpSpec per op
     ("shapes", "fixture", "verify"),                            # what the registry and the model give
-    ("benchmark", "demo_data", "training", "restoration"),      # the jobs
+    ("benchmark", "demo_data", "training", "restoration", "export"),  # the jobs
     ("cli", "__main__", "__init__"),                            # the command and the package's face
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
