@@ -267,6 +267,36 @@ def test_wrong_channels_or_rank(shape):
     assert str(shape) in message and "(N, 3, H, W)" in message
 
 
+def _both_models():
+    import mprnet_kernels
+
+    return [tiny_model(), mprnet_kernels.MPRNet(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)]
+
+
+@pytest.mark.parametrize("model", _both_models(), ids=["reference", "fast"])
+def test_dtype_mismatch_names_the_parameters_and_the_fix(model):
+    with pytest.raises(TypeError) as info:
+        model(torch.rand(1, 3, 16, 16, dtype=torch.float64))
+    message = str(info.value)
+    assert "torch.float64" in message and "parameters are torch.float32" in message
+    assert "model.double()" in message and "autocast" in message
+
+
+@pytest.mark.parametrize("model", _both_models(), ids=["reference", "fast"])
+def test_integer_image_is_refused(model):
+    with pytest.raises(TypeError, match=r"floating-point image .* got torch.uint8.*/ 255"):
+        model(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("model", _both_models(), ids=["reference", "fast"])
+def test_autocast_accepts_a_float32_input_but_not_float64(model):
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.rand(1, 3, 16, 16))[0].shape == (1, 3, 16, 16)
+        with pytest.raises(TypeError, match="torch.float64"):
+            model(torch.rand(1, 3, 16, 16, dtype=torch.float64))
+
+
 def test_in_c_must_equal_out_c():
     with pytest.raises(ValueError, match="in_c and out_c"):
         tiny_model(in_c=3, out_c=1)

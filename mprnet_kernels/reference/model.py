@@ -115,6 +115,7 @@ class MPRNet(nn.Module):
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"MPRNet: expected a torch.Tensor, got {type(x).__name__}")
+        self._check_dtype_device(x)
         shape = tuple(x.shape)
         if x.dim() != 4 or shape[1] != self.in_c:
             raise ValueError(
@@ -124,6 +125,22 @@ class MPRNet(nn.Module):
             raise ValueError(
                 f"MPRNet: input height and width must be non-zero multiples of {SIZE_MULTIPLE}, "
                 f"got {shape}; pad the image first")
+
+    def _check_dtype_device(self, x: torch.Tensor) -> None:
+        # torch's conv would say only "expected scalar type Double but found Float".
+        param = next(self.parameters())
+        if not x.is_floating_point():
+            raise TypeError(f"MPRNet: expected a floating-point image with values in [0, 1], got {x.dtype}; "
+                            f"convert it first, e.g. x.to({param.dtype}) / 255 for 8-bit images")
+        if x.device != param.device:
+            raise ValueError(f"MPRNet: the input is on {x.device} but the model's parameters are on "
+                             f"{param.device}; move one to the other (model.to(x.device) or x.to('{param.device}'))")
+        # autocast casts float32/16 inputs for the convs, never float64
+        autocast = torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64
+        if x.dtype != param.dtype and not autocast:
+            raise TypeError(f"MPRNet: the input is {x.dtype} but the model's parameters are {param.dtype}; "
+                            f"convert one to the other (model.to({x.dtype}), e.g. model.double(), or "
+                            f"x.to({param.dtype})), or run under torch.autocast for mixed precision")
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         self._check_input(x)
