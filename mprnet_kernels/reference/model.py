@@ -49,6 +49,13 @@ def preset_config(name: str) -> Dict[str, Any]:
 SIZE_MULTIPLE = 8
 
 
+def _autocast_casts(x: torch.Tensor) -> bool:
+    """Whether autocast will cast x for the convs: float32/16 under autocast, never float64."""
+    if x.dtype == torch.float64 or x.device.type == "meta":  # meta has no autocast state
+        return False
+    return torch.is_autocast_enabled(x.device.type)
+
+
 class MPRNet(nn.Module):
     """Multi-stage progressive image restoration network (Zamir et al., CVPR 2021).
 
@@ -135,9 +142,7 @@ class MPRNet(nn.Module):
         if x.device != param.device:
             raise ValueError(f"MPRNet: the input is on {x.device} but the model's parameters are on "
                              f"{param.device}; move one to the other (model.to(x.device) or x.to('{param.device}'))")
-        # autocast casts float32/16 inputs for the convs, never float64
-        autocast = torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64
-        if x.dtype != param.dtype and not autocast:
+        if x.dtype != param.dtype and not _autocast_casts(x):
             raise TypeError(f"MPRNet: the input is {x.dtype} but the model's parameters are {param.dtype}; "
                             f"convert one to the other (model.to({x.dtype}), e.g. model.double(), or "
                             f"x.to({param.dtype})), or run under torch.autocast for mixed precision")
