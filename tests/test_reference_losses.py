@@ -4,6 +4,8 @@ The NumPy versions below loop over the 25 taps of the 5x5 Gaussian with ``np.pad
 so they share no code path with the torch implementation (no conv2d, no F.pad).
 """
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -256,3 +258,26 @@ def test_torch_clamp_convention_for_information(record_property):
     assert tuple(grad) in known, grad
     record_property("torch_clamp_convention", known[tuple(grad)])
     print(f"torch {torch.__version__} clamp: {known[tuple(grad)]}")
+
+
+# --------------------------------------------------------------------------- integer images
+
+
+def _loss_modules():
+    import mprnet_kernels.nn as fast
+
+    return [(family, name, getattr(module, name)) for family, module in (("reference", losses_module), ("fast", fast))
+            for name in ("CharbonnierLoss", "EdgeLoss", "MPRNetLoss")]
+
+
+@pytest.mark.parametrize("family,name,cls", _loss_modules(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("bad", ["prediction", "target"])
+def test_integer_images_are_refused(family, name, cls, bad):
+    # An 8-bit target promoted to 0-255 floats gave MPRNetLoss 392.77 without complaint.
+    images = {"prediction": torch.rand(1, 3, 8, 8), "target": torch.rand(1, 3, 8, 8)}
+    images[bad] = (images[bad] * 255).to(torch.uint8)
+    arg = "outputs[0]" if (name == "MPRNetLoss" and bad == "prediction") else bad
+    # the reference modules report their functional's name (charbonnier_loss, edge_loss)
+    named = name if family == "fast" or name == "MPRNetLoss" else re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    with pytest.raises(TypeError, match=rf"{named}: {re.escape(arg)} is torch.uint8.*\[0, 1\].*float\(\) / 255"):
+        cls()([images["prediction"]] if name == "MPRNetLoss" else images["prediction"], images["target"])

@@ -36,6 +36,7 @@ class EdgeLoss(reference.EdgeLoss):
     writes the gradient in the same pass when one is needed."""
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        reference.check_floating("EdgeLoss", prediction=x, target=y)
         x, y = promote_pair(x, y)
         return edge_loss(x, y, self.eps)
 
@@ -46,6 +47,7 @@ class CharbonnierLoss(reference.CharbonnierLoss):
     when one is needed."""
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        reference.check_floating("CharbonnierLoss", prediction=x, target=y)
         x, y = promote_pair(x, y)
         return charbonnier_loss(x, y, self.eps)
 
@@ -68,6 +70,7 @@ class MPRNetLoss(reference.MPRNetLoss):
     def forward(self, outputs: Union[Sequence[torch.Tensor], torch.Tensor],
                 target: torch.Tensor) -> torch.Tensor:
         outputs = reference.stage_outputs(outputs)
+        reference.check_floating("MPRNetLoss", target=target, **{f"outputs[{i}]": o for i, o in enumerate(outputs)})
         dtype = target.dtype
         for out in outputs:
             dtype = torch.promote_types(dtype, out.dtype)

@@ -27,7 +27,17 @@ __all__ = [
 _GAUSS_TAPS = (0.05, 0.25, 0.4, 0.25, 0.05)
 
 
+def check_floating(name: str, **tensors: torch.Tensor) -> None:
+    """TypeError naming the argument when an image is not floating point: an 8-bit target
+    would promote to 0-255 floats and give a large, plausible-looking loss."""
+    for arg, t in tensors.items():
+        if not t.is_floating_point():
+            raise TypeError(f"{name}: {arg} is {t.dtype}; the losses take floating-point images with "
+                            f"values in [0, 1] (for 8-bit images: {arg}.float() / 255)")
+
+
 def _check_pair(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+    check_floating(name, prediction=x, target=y)
     # Broadcasting would silently compute a different loss; refuse it instead.
     if x.shape != y.shape:
         raise ValueError(f"{name}: prediction and target shapes differ: "
@@ -137,6 +147,7 @@ def mprnet_loss(outputs: Union[Sequence[torch.Tensor], torch.Tensor], target: to
                 eps: float = 1e-3, edge_weight: float = 0.05, clamp: bool = False) -> torch.Tensor:
     """The functional form of `MPRNetLoss` (same arguments, in the op's order)."""
     outputs = stage_outputs(outputs)
+    check_floating("MPRNetLoss", target=target, **{f"outputs[{i}]": o for i, o in enumerate(outputs)})
     if clamp:
         outputs = [clamp01(out) for out in outputs]
     total = sum(charbonnier_loss(out, target, eps) for out in outputs)
