@@ -55,8 +55,14 @@ def register_cuda(op: str, schema: str, default: str, **kernels: Callable) -> No
     _apply_environment_choice(op)
 
 
+def _check_op(op: str) -> None:
+    if op not in _defaults:
+        raise ValueError(f"unknown op {op!r}; ops with CUDA kernels: {sorted(_defaults)}")
+
+
 def available_backends(op: str) -> list:
     """The CUDA backends present for `op` in this install (may be empty)."""
+    _check_op(op)
     found = set()
     for schema, family in _family.items():
         if family == op:
@@ -66,8 +72,7 @@ def available_backends(op: str) -> list:
 
 def cuda_backend(op: str) -> str:
     """The backend `op` runs on CUDA tensors now."""
-    if op not in _defaults:
-        raise ValueError(f"unknown op {op!r}; ops with CUDA kernels: {sorted(_defaults)}")
+    _check_op(op)
     if op in _chosen:
         return _chosen[op]
     default = _defaults[op]
@@ -79,6 +84,7 @@ def cuda_backend(op: str) -> str:
 
 def set_cuda_backend(op: str, backend: str) -> None:
     """Makes `op` run on `backend` ("triton" or "cuda") for CUDA tensors from now on."""
+    _check_op(op)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend not in available_backends(op):

@@ -14,8 +14,11 @@ def test_sam_gate_has_the_cuda_cpp_backend_when_built_with_cuda():
 def test_unknown_backend_and_op_are_rejected():
     with pytest.raises(ValueError, match="backend must be one of"):
         ops.set_cuda_backend("sam_gate", "opencl")
-    with pytest.raises(ValueError, match="unknown op"):
-        ops.cuda_backend("no_such_op")
+    # the op is checked first: "has no 'triton' backend" misled about a typo in the op's name
+    for call in (ops.cuda_backend, ops.available_backends, lambda op: ops.set_cuda_backend(op, "triton"),
+                 lambda op: _backend.using_cuda_backend(op, "cuda").__enter__()):
+        with pytest.raises(ValueError, match=r"unknown op 'nope'; ops with CUDA kernels: \[.*'sam_gate'"):
+            call("nope")
 
 
 def test_backend_missing_in_this_install_is_rejected():
