@@ -41,3 +41,15 @@ def test_unknown_command_is_an_error():
     with pytest.raises(SystemExit) as info:
         cli.main(["frobnicate"])
     assert info.value.code != 0
+
+
+def test_python_dash_m_runs_the_command():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mprnet_kernels", "info"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "mprnet-kernels" in done.stdout and "sam_gate" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "mprnet_kernels", "no-such-command"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "usage: mprnet-kernels" in bad.stderr
