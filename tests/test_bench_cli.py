@@ -69,7 +69,7 @@ def test_bench_writes_table_json_and_plots(tmp_path, capsys):
         assert 0 < infer["peak_mib"][impl] < train["peak_mib"][impl]
     # The plots: every one written, each a valid PNG.
     written = {p.name for p in plots.iterdir()}
-    assert written == {"ops_time.png", "ops_bandwidth.png", "model_inference.png", "model_training.png"}
+    assert written == {"ops_speedup.png", "ops_bandwidth.png", "model_inference.png", "model_training.png"}
     for name in written:
         assert_png(plots / name)
         assert f"wrote {plots / name}" in out
@@ -138,15 +138,48 @@ def test_write_plots(tmp_path):
             _row(kind="model", name="mprnet_training_step", backend="-", mode="training step", gb_per_s=None,
                  pct_of_copy=None, peak_mib={"ours": 100.0, "eager": 150.0})]
     written = benchmark.write_plots(rows, tmp_path / "new", copy_gb_per_s=20.0)
-    assert {p.name for p in written} == {"ops_time.png", "ops_bandwidth.png", "model_inference.png",
+    assert {p.name for p in written} == {"ops_speedup.png", "ops_bandwidth.png", "model_inference.png",
                                          "model_training.png"}
     for p in written:
         assert p.parent == tmp_path / "new"
         assert_png(p)
     # Only the plots that have rows.
     only_ops = benchmark.write_plots(rows[:2], tmp_path / "ops", copy_gb_per_s=20.0)
-    assert {p.name for p in only_ops} == {"ops_time.png", "ops_bandwidth.png"}
+    assert {p.name for p in only_ops} == {"ops_speedup.png", "ops_bandwidth.png"}
     assert benchmark.write_plots([], tmp_path / "none") == []
+
+
+def test_plots_compare_heights_and_keep_the_copy_line_visible():
+    import matplotlib.pyplot as plt
+
+    from mprnet_kernels.benchmark import plots
+
+    rows = [_row(), _row(shape=[1, 96, 128, 128], ours_ms=46.0, eager_ms=82.0, compile_ms=None, gb_per_s=19.0),
+            _row(kind="model", name="mprnet_inference", backend="-", mode="inference", ours_ms=46.0, eager_ms=82.0, compile_ms=None,
+                 gb_per_s=None, pct_of_copy=None)]
+    figs = plots.figures(rows, copy_gb_per_s=20.0)
+    try:
+        for fig in figs.values():
+            assert all(ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0 for ax in fig.axes)
+        # Ops as speedups: eager/ours and compile/ours, a missing compile time leaves no bar.
+        (ax,) = figs["ops_speedup.png"].axes
+        heights = sorted(round(b.get_height(), 6) for b in ax.patches if b.get_height() > 0)
+        assert heights == sorted([3.0, 2.0, round(82.0 / 46.0, 6)])
+        # The copy line is inside the axes, labelled on itself, and no legend can cover it.
+        (ax,) = figs["ops_bandwidth.png"].axes
+        assert ax.get_legend() is None
+        (line,) = ax.get_lines()
+        assert line.get_ydata()[0] == 20.0 < ax.get_ylim()[1]
+        assert any("20.0 GB/s" in t.get_text() for t in ax.texts)
+        labels = [t.get_text() for t in ax.texts if t.get_text().endswith("%")]
+        assert labels == ["50%", "95%"]
+        # The model in linear time: bar heights are the times; the legend sits outside the axes.
+        (ax,) = figs["model_inference.png"].axes
+        assert sorted(b.get_height() for b in ax.patches) == [46.0, 82.0]
+        assert ax.get_legend().get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1
+    finally:
+        for fig in figs.values():
+            plt.close(fig)
 
 
 def test_table_shows_modes_and_memory():

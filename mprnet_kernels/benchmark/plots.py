@@ -1,15 +1,23 @@
-"""PNG plots of a `bench` run (matplotlib, the bench extra)."""
+"""PNG plots of a `bench` run (matplotlib, the bench extra).
+
+Every axis is linear: on a log axis bar heights do not compare (46 vs 82 ms looked like half the
+height). Ops are shown as speedups, since one op's cases span orders of magnitude in time; the
+model as time, whose cases are few. Legends sit outside the axes and the copy-bandwidth line is
+labelled on itself, so that nothing covers the data.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .report import format_ms
 from .results import IMPLS, Row
 from .timing import copy_bandwidth
 
-__all__ = ["matplotlib_missing", "write_plots"]
+__all__ = ["figures", "matplotlib_missing", "write_plots"]
+
+COLORS = {"ours": "tab:green", "eager": "tab:blue", "compile": "tab:orange", "ours+compile": "tab:olive"}
 
 
 def matplotlib_missing() -> Optional[str]:
@@ -22,54 +30,45 @@ def matplotlib_missing() -> Optional[str]:
     return None
 
 
-def write_plots(rows: Sequence[Row], directory, copy_gb_per_s: Optional[float] = None) -> List[Path]:
-    """PNG plots into `directory`, returning their paths. ops_time.png: median time of ours,
-    eager and compile per op (one panel each) and case (shape, dtype, pass, backend);
-    ops_bandwidth.png: ours' achieved GB/s per op and case against the copy bandwidth (measured
-    here unless `copy_gb_per_s` is given); model_inference.png and model_training.png: time and
-    peak memory of each implementation per preset, shape and dtype. Plots without rows are not
-    written. Needs matplotlib (see matplotlib_missing)."""
+def _case_label(r: Row, with_time: bool = False) -> str:
+    pass_ = {"forward": "fwd", "forward+backward": "fwd+bwd"}.get(r.mode, "")
+    backend = "" if r.backend in ("-", "cpu") else f" {r.backend}"
+    label = f"{r.preset} {'x'.join(map(str, r.shape))}\n{r.dtype} {pass_}{backend}".strip()
+    return label + (f"\nours {format_ms(r.ours_ms)} ms" if with_time else "")
+
+
+def _grouped_bars(ax, selected, series: Dict[str, List[Optional[float]]], labels, ylabel: str) -> None:
+    """One group of bars per case, one bar per series (missing values leave a gap)."""
+    present = [name for name, values in series.items() if any(values)]
+    width = 0.8 / max(len(present), 1)
+    for k, name in enumerate(present):
+        xs = [i + (k - (len(present) - 1) / 2) * width for i in range(len(selected))]
+        values = series[name]
+        bars = ax.bar(xs, [v or 0 for v in values], width, label=name, color=COLORS.get(name.split(" ")[-1]))
+        ax.bar_label(bars, labels=[labels(v) if v else "" for v in values], fontsize=6)
+    ax.set_xticks(range(len(selected)))
+    ax.set_xticklabels([_case_label(r) if not isinstance(r, str) else r for r in selected], fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.15 * max([v for values in series.values() for v in values if v] or [1.0]))
+    if present:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def figures(rows: Sequence[Row], copy_gb_per_s: Optional[float] = None) -> Dict[str, object]:
+    """{file name: matplotlib Figure} for the plots that have rows:
+
+    - ops_speedup.png: per op (one panel each) and case, ours' speedup over eager and over
+      torch.compile of the eager reference (eager_ms / ours_ms), a line at 1x;
+    - ops_bandwidth.png: ours' achieved GB/s per op and case, each bar labelled with its % of
+      the copy bandwidth (measured here unless `copy_gb_per_s` is given), drawn as a line;
+    - model_inference.png, model_training.png: median time of each implementation per preset,
+      shape and dtype, and peak memory when measured.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    written: List[Path] = []
-    colors = {"ours": "tab:green", "eager": "tab:blue", "compile": "tab:orange", "ours_compile": "tab:olive"}
-
-    def case_label(r: Row) -> str:
-        pass_ = {"forward": "fwd", "forward+backward": "fwd+bwd"}.get(r.mode, "")
-        backend = "" if r.backend in ("-", "cpu") else f" {r.backend}"
-        return f"{r.preset} {'x'.join(map(str, r.shape))}\n{r.dtype} {pass_}{backend}".strip()
-
-    def save(fig, name: str) -> None:
-        fig.tight_layout()
-        path = directory / name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-
-    def grouped_bars(ax, selected, values_of, impls, ylabel, log=False):
-        present = [i for i in impls if any(values_of(r, i) for r in selected)]
-        width = 0.8 / max(len(present), 1)
-        values = [v for r in selected for i in present for v in [values_of(r, i)] if v]
-        if log and values:
-            # Log bars start below the smallest value, so that their heights compare.
-            ax.set_yscale("log")
-            ax.set_ylim(min(values) / 4, max(values) * 2)
-        for k, impl in enumerate(present):
-            xs = [i + (k - (len(present) - 1) / 2) * width for i in range(len(selected))]
-            bars = ax.bar(xs, [values_of(r, impl) or 0 for r in selected], width, label=impl.replace("_", "+"),
-                          color=colors.get(impl))
-            ax.bar_label(bars, labels=[format_ms(values_of(r, impl)) if values_of(r, impl) else "" for r in selected],
-                         fontsize=6)
-        ax.set_xticks(range(len(selected)))
-        ax.set_xticklabels([case_label(r) for r in selected], fontsize=7)
-        ax.set_ylabel(ylabel)
-        if present:
-            ax.legend(fontsize=7)
-
+    out: Dict[str, object] = {}
     ops = [r for r in rows if r.kind == "op"]
     device = rows[0].device if rows else "cpu"
     names = list(dict.fromkeys(r.name for r in ops))
@@ -79,29 +78,37 @@ def write_plots(rows: Sequence[Row], directory, copy_gb_per_s: Optional[float] =
         panels = [(n, sel) for n, sel in panels if sel]
         if not panels:
             return
-        width = max(6.0, 1.1 * max(len(sel) for _, sel in panels))
-        fig, axes = plt.subplots(len(panels), 1, figsize=(width, 3.2 * len(panels)), squeeze=False)
+        width = max(7.0, 1.2 * max(len(sel) for _, sel in panels) + 1.5)
+        fig, axes = plt.subplots(len(panels), 1, figsize=(width, 3.4 * len(panels)), squeeze=False)
         for ax, (name, sel) in zip(axes[:, 0], panels):
             draw(ax, name, sel)
-        save(fig, fname)
+        fig.tight_layout()
+        out[fname] = fig
 
-    def draw_time(ax, name, sel):
-        grouped_bars(ax, sel, lambda r, i: getattr(r, f"{i}_ms"), ("ours", "eager", "compile"), "median ms", log=True)
-        ax.set_title(f"{name}: time per call ({device})", fontsize=9)
+    def draw_speedup(ax, name, sel):
+        series = {f"vs {impl}": [getattr(r, f"{impl}_ms") / r.ours_ms if getattr(r, f"{impl}_ms") and r.ours_ms
+                                 else None for r in sel] for impl in ("eager", "compile")}
+        _grouped_bars(ax, [_case_label(r, with_time=True) for r in sel], series, lambda v: f"{v:.2f}x",
+                      "speedup of ours (x)")
+        ax.axhline(1.0, color="k", linewidth=0.8)
+        ax.set_title(f"{name}: ours' speedup, time of the other / ours ({device})", fontsize=9)
 
     copy = copy_gb_per_s if copy_gb_per_s is not None else (
         copy_bandwidth(device) / 1e9 if any(r.gb_per_s is not None for r in ops) else None)
 
     def draw_bandwidth(ax, name, sel):
-        ax.bar(range(len(sel)), [r.gb_per_s for r in sel], color=colors["ours"], label="ours")
-        ax.axhline(copy, color="k", linestyle="--", label=f"copy {copy:.1f} GB/s")
+        bars = ax.bar(range(len(sel)), [r.gb_per_s for r in sel], color=COLORS["ours"])
+        ax.bar_label(bars, labels=[f"{100 * r.gb_per_s / copy:.0f}%" for r in sel], fontsize=6)
+        ax.axhline(copy, color="k", linestyle="--")
+        ax.set_ylim(0, 1.2 * max(copy, max(r.gb_per_s for r in sel)))
+        ax.text(1.0, copy, f" copy\n {copy:.1f} GB/s", transform=ax.get_yaxis_transform(), va="center",
+                fontsize=7)
         ax.set_xticks(range(len(sel)))
-        ax.set_xticklabels([case_label(r) for r in sel], fontsize=7)
+        ax.set_xticklabels([_case_label(r) for r in sel], fontsize=7)
         ax.set_ylabel("GB/s (docs/OPS.md bytes / time)")
-        ax.set_title(f"{name}: achieved bandwidth vs copy ({device})", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.set_title(f"{name}: ours' achieved bandwidth, % of copy ({device})", fontsize=9)
 
-    per_op_figure(lambda n: [r for r in ops if r.name == n], "ops_time.png", draw_time)
+    per_op_figure(lambda n: [r for r in ops if r.name == n and r.ours_ms], "ops_speedup.png", draw_speedup)
     per_op_figure(lambda n: [r for r in ops if r.name == n and r.gb_per_s is not None], "ops_bandwidth.png",
                   draw_bandwidth)
 
@@ -113,11 +120,31 @@ def write_plots(rows: Sequence[Row], directory, copy_gb_per_s: Optional[float] =
             continue
         has_memory = any(r.peak_mib for r in selected)
         fig, axes = plt.subplots(2 if has_memory else 1, 1, squeeze=False,
-                                 figsize=(max(6.0, 2.2 * len(selected)), 7 if has_memory else 3.8))
-        grouped_bars(axes[0, 0], selected, lambda r, i: getattr(r, f"{i}_ms"), IMPLS, "median ms")
+                                 figsize=(max(7.0, 2.2 * len(selected) + 1.5), 7 if has_memory else 3.8))
+        label = lambda i: i.replace("_", "+")  # noqa: E731
+        _grouped_bars(axes[0, 0], selected, {label(i): [getattr(r, f"{i}_ms") for r in selected] for i in IMPLS},
+                      format_ms, "median ms")
         axes[0, 0].set_title(f"{title} ({device}): time", fontsize=9)
         if has_memory:
-            grouped_bars(axes[1, 0], selected, lambda r, i: r.peak_mib.get(i), IMPLS, "peak MiB in the call")
+            _grouped_bars(axes[1, 0], selected, {label(i): [r.peak_mib.get(i) for r in selected] for i in IMPLS},
+                          lambda v: f"{v:.0f}", "peak MiB in the call")
             axes[1, 0].set_title(f"{title.split(' (')[0]} ({device}): peak memory", fontsize=9)
-        save(fig, fname)
+        fig.tight_layout()
+        out[fname] = fig
+    return out
+
+
+def write_plots(rows: Sequence[Row], directory, copy_gb_per_s: Optional[float] = None) -> List[Path]:
+    """The PNGs of `figures` written into `directory`; their paths. Needs matplotlib (see
+    matplotlib_missing)."""
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    written: List[Path] = []
+    for name, fig in figures(rows, copy_gb_per_s).items():
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / name
+        fig.savefig(path, dpi=110, bbox_inches="tight")  # tight: keeps the outside legends
+        plt.close(fig)
+        written.append(path)
     return written
