@@ -1,8 +1,9 @@
 """Train MPRNet on paired images (DIR/train, DIR/val) with the upstream recipe, the fast model and the fused losses.
 
-`mprnet-kernels train --task T --data DIR --out RUN` writes RUN/last.pth (every epoch),
-RUN/best.pth (best validation PSNR) and RUN/log.csv. Under `torchrun --nproc_per_node N` it
-trains with DDP, the batch split over the processes. Only argparse is imported at the top so
+`mprnet-kernels train --task T --data DIR --out RUN` (or `--train-dir A --val-dir B` for
+upstream's folder layouts) writes RUN/last.pth (every epoch), RUN/best.pth (best validation
+PSNR) and RUN/log.csv. Under `torchrun --nproc_per_node N` it trains with DDP, the batch split
+over the processes. Only argparse is imported at the top so
 `mprnet-kernels --help` stays quick; torch comes in with main().
 """
 
@@ -21,7 +22,12 @@ recipe (docs/MPRNET.md; every value can be overridden by its flag):
   Adam betas (0.9, 0.999), eps 1e-8. Presets small (n_feat 16, num_cab 2) and tiny (n_feat 8,
   num_cab 1) are for CPU demos and smoke tests.
 
-data: DIR/train/input/NAME and DIR/train/target/NAME (same names, PNG or JPEG), likewise DIR/val.
+data: --data DIR reads DIR/train and DIR/val; --train-dir A --val-dir B reads any two folders.
+  Each holds input/NAME and target/NAME (same names, PNG or JPEG; upstream's SIDD patch script
+  names the targets groundtruth/, also read). Upstream's layouts:
+    GoPro (deblur)     --train-dir GoPro/train --val-dir GoPro/test
+    Rain13K (derain)   --train-dir Datasets/train --val-dir Datasets/test/Rain100L
+    SIDD (denoise)     --data SIDD   (SIDD/train and SIDD/val)
   Training draws one random patch per image per sample, with the same random flip/rotation on
   input and target; each epoch covers every pair at least once in ceil(pairs / batch) full
   batches. Validation scores whole images (reflect-padded to a multiple of 8, output cropped
@@ -43,7 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = _EPILOG
     a = parser.add_argument
     a("--task", required=True, choices=TASKS, help="which recipe to train with")
-    a("--data", required=True, metavar="DIR", help="folder with train/{input,target} and val/{input,target}")
+    a("--data", metavar="DIR", help="folder with train/{input,target} and val/{input,target}; "
+      "short for --train-dir DIR/train --val-dir DIR/val")
+    a("--train-dir", metavar="DIR", help="training pairs: DIR/input and DIR/target (e.g. GoPro/train)")
+    a("--val-dir", metavar="DIR", help="validation pairs: DIR/input and DIR/target (e.g. GoPro/test)")
     a("--out", required=True, metavar="RUN", help="run folder for last.pth, best.pth and log.csv (created)")
     a("--epochs", type=int, metavar="N", help="number of epochs (default: deblur 3000, derain 250, denoise 80)")
     a("--patch", type=int, metavar="P", help="training patch size, a multiple of 8 (default 256; denoise 128)")
@@ -94,7 +103,8 @@ def build(args):
                                            "amp", "val_every", "max_steps")}
     inherited = checkpoint.get("args") if checkpoint is not None else None
     config = build_config(args.task, args.data, args.out, flags,
-                          inherited if isinstance(inherited, dict) else None)
+                          inherited if isinstance(inherited, dict) else None,
+                          train_dir=args.train_dir, val_dir=args.val_dir)
     config.compile, config.overwrite, config.progress = args.compile, args.overwrite, not args.no_progress
     if checkpoint is not None:
         config.resume = str(path)

@@ -3,12 +3,17 @@ it and, on --resume, the values the interrupted run used.
 
 Precedence is explicit flag > checkpoint (when resuming) > recipe, so `--resume` alone continues
 the same run and `--resume --epochs 500` extends it.
+
+Data: `--data DIR` is shorthand for `--train-dir DIR/train --val-dir DIR/val`; the two forms do
+not mix. Each folder holds input/ and target/ (upstream's layout: GoPro's train/ and test/,
+Rain13K's train/ and test/Rain100L, SIDD's train/ and val/), checked by data.find_pairs.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
 
 from .errors import SetupError
 from .recipe import RECIPES, TASKS, model_config
@@ -21,7 +26,8 @@ INHERITED = ("preset", "num_cab", "epochs", "patch", "batch", "lr", "min_lr", "w
 @dataclass
 class TrainConfig:
     task: str
-    data: str
+    train_dir: str  # holds input/ and target/
+    val_dir: str
     out: str
     preset: str
     model: Dict[str, Any]
@@ -44,18 +50,42 @@ class TrainConfig:
     overwrite: bool = False  # start afresh in a folder that holds an earlier run's last.pth
     resume: Optional[str] = None  # checkpoint path
     num_cab: Optional[int] = None  # the --num-cab override, kept so a resume can inherit it
+    data: Optional[str] = None  # the --data root when the folders came from it, named in errors
 
     def as_dict(self) -> Dict[str, Any]:
         """Plain values only, so checkpoints load with torch.load(weights_only=True)."""
         return asdict(self)
 
 
-def build_config(task: str, data: str, out: str, flags: Dict[str, Any],
-                 inherited: Optional[Dict[str, Any]] = None) -> TrainConfig:
+def data_folders(data, train_dir, val_dir) -> Tuple[str, str]:
+    """(training folder, validation folder) from --data or --train-dir/--val-dir (None where not
+    given); SetupError naming the flags when they do not say one of the two."""
+    if data is not None and (train_dir is not None or val_dir is not None):
+        given = " and ".join(f for f, v in (("--train-dir", train_dir), ("--val-dir", val_dir)) if v is not None)
+        raise SetupError(f"--data and {given}: give either --data DIR (for DIR/train and DIR/val) or "
+                         "--train-dir and --val-dir, not both")
+    if data is not None:
+        return str(Path(data) / "train"), str(Path(data) / "val")
+    if train_dir is None and val_dir is None:
+        raise SetupError("no data: give --data DIR (holding train/ and val/) or --train-dir DIR and "
+                         "--val-dir DIR (each holding input/ and target/)")
+    if val_dir is None:
+        raise SetupError(f"--train-dir {train_dir}: --val-dir is needed too (validation picks best.pth), "
+                         "e.g. GoPro's test/ folder")
+    if train_dir is None:
+        raise SetupError(f"--val-dir {val_dir}: --train-dir is needed too")
+    return str(train_dir), str(val_dir)
+
+
+def build_config(task: str, data: Optional[str], out: str, flags: Dict[str, Any],
+                 inherited: Optional[Dict[str, Any]] = None, *, train_dir: Optional[str] = None,
+                 val_dir: Optional[str] = None) -> TrainConfig:
     """flags: the command line's values (None where not given); inherited: the resumed run's
-    config (TrainConfig.as_dict() of it) or None."""
+    config (TrainConfig.as_dict() of it) or None. data, or train_dir and val_dir: the data
+    folders (data_folders)."""
     if task not in TASKS:
         raise SetupError(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
+    folders = data_folders(data, train_dir, val_dir)
     inherited = inherited or {}
     if inherited.get("task") not in (None, task):
         raise SetupError(f"--task {task}: the checkpoint being resumed was trained with --task "
@@ -68,7 +98,8 @@ def build_config(task: str, data: str, out: str, flags: Dict[str, Any],
         model = model_config(values["preset"], values.get("num_cab"))
     except ValueError as e:
         raise SetupError(str(e)) from None
-    config = TrainConfig(task=task, data=str(data), out=str(out), model=model,
+    config = TrainConfig(task=task, train_dir=folders[0], val_dir=folders[1], out=str(out), model=model,
+                         data=None if data is None else str(data),
                          **{k: values[k] for k in values if k in TrainConfig.__dataclass_fields__})
     check(config)
     return config
@@ -98,8 +129,10 @@ def describe(config: TrainConfig, world: int, device: str, amp: bool, workers: i
     m = config.model
     source = (f"preset {config.preset}" if m == model_config(config.preset, config.num_cab)
               else "from the checkpoint")
+    data = (f"data {config.data}" if config.data is not None
+            else f"training data {config.train_dir}, validation data {config.val_dir}")
     lines = [
-        f"task {config.task}: data {config.data}, run folder {config.out}",
+        f"task {config.task}: {data}, run folder {config.out}",
         f"model: {source} (n_feat {m['n_feat']}, scale_unetfeats {m['scale_unetfeats']}, "
         f"scale_orsnetfeats {m['scale_orsnetfeats']}, num_cab {m['num_cab']})",
         f"epochs {config.epochs}, patch {config.patch}, batch {config.batch}"
@@ -113,3 +146,4 @@ def describe(config: TrainConfig, world: int, device: str, amp: bool, workers: i
         f"validation every {config.val_every} epoch(s)",
     ]
     return "\n".join(lines)
+

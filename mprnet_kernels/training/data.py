@@ -1,7 +1,9 @@
 """Paired images for training and validation: finding and checking the pairs, random patches
 with the same crop, flip and rotation on input and target, and whole images for validation.
 
-Layout: DIR/train/input/NAME and DIR/train/target/NAME (same file names), likewise DIR/val.
+Layout: each folder (--train-dir, --val-dir; with --data DIR, DIR/train and DIR/val) holds
+input/NAME and target/NAME (same file names), as upstream's training options point at: GoPro's
+train/ and test/, Rain13K's train/ and test/Rain100L, SIDD's train/ and val/.
 Every pair is checked up front from the image headers (fast: no pixel decoding), so a missing
 folder, an unpaired file, an unreadable file, a size mismatch or an image smaller than the
 patch stops the run before training starts, with the file named, instead of killing a loader
@@ -25,6 +27,10 @@ from torch.utils.data import Dataset
 from ..images import ImageReadError, list_images, read_image
 from ..reference.model import SIZE_MULTIPLE  # H and W of MPRNet's input are multiples of it
 from .errors import SetupError
+
+# Upstream's dataset code reads input/ and target/; its SIDD patch script
+# (Denoising/generate_patches_SIDD.py) writes input/ and groundtruth/, so that name is taken too.
+TARGET_FOLDERS = ("target", "groundtruth")
 
 # Validation pads to a multiple of SIZE_MULTIPLE (MPRNet's 3 halvings); reflect padding needs the
 # image to be larger than the pad, hence the minimum validation size.
@@ -52,24 +58,45 @@ def image_header(path: Path) -> Tuple[int, int, str]:
         raise SetupError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
-def find_pairs(root, split: str, min_size: Optional[int] = None, report=print) -> List[Pair]:
-    """The checked pairs of root/split, sorted by name. min_size: the smallest height and width
-    allowed (the training patch). report(line): where the one-line note on images converted to
-    RGB goes (the trainer passes its rank-0 printer)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise SetupError(f"--data {root}: no such folder")
-    folders = [root / split / "input", root / split / "target"]
-    for folder in folders:
+def find_pairs(folder, flag: str = "--train-dir", min_size: Optional[int] = None, report=print,
+               data=None) -> List[Pair]:
+    """The checked pairs of folder/input and folder/target, sorted by name. flag: the option the
+    folder came from ('--train-dir' or '--val-dir'), named in errors; data: the --data root when
+    folder is data/train or data/val (errors then name --data). min_size: the smallest height
+    and width allowed (the training patch). report(line): where one-line notes go (the trainer
+    passes its rank-0 printer)."""
+    folder = Path(folder)
+    if data is not None:
+        root = Path(data)
+        if not root.is_dir():
+            raise SetupError(f"--data {root}: no such folder")
         if not folder.is_dir():
-            raise SetupError(f"{folder}: no such folder (--data {root} must hold {split}/input and "
-                             f"{split}/target with the same file names)")
+            hint = ""
+            if folder.name == "val" and (root / "test").is_dir():
+                hint = (f"; {root} holds test/ instead, as upstream's GoPro does: give --train-dir "
+                        f"{root / 'train'} --val-dir {root / 'test'}")
+            raise SetupError(f"{folder}: no such folder (--data {root} must hold train/ and val/, each "
+                             f"with input/ and target/){hint}")
+        owner, sub = f"--data {root}", f"{folder.name}/"
+    else:
+        if not folder.is_dir():
+            raise SetupError(f"{flag} {folder}: no such folder")
+        owner, sub = f"{flag} {folder}", ""
+    layout = f"{owner} must hold {sub}input/ and {sub}target/ with the same file names"
+    if not (folder / "input").is_dir():
+        raise SetupError(f"{folder / 'input'}: no such folder ({layout})")
+    target = next((folder / name for name in TARGET_FOLDERS if (folder / name).is_dir()), None)
+    if target is None:
+        raise SetupError(f"{folder / 'target'}: no such folder ({layout})")
+    if target.name != "target":
+        report(f"note: {folder} has no target/; its {target.name}/ holds the targets")
+    folders = [folder / "input", target]
     inputs, targets = ({p.name: p for p in list_images(f)} for f in folders)
-    for have, lack, folder in ((inputs, targets, folders[1]), (targets, inputs, folders[0])):
+    for have, lack, other in ((inputs, targets, folders[1]), (targets, inputs, folders[0])):
         unpaired = sorted(set(have) - set(lack))
         if unpaired:
             more = f" (and {len(unpaired) - 1} more unpaired files)" if len(unpaired) > 1 else ""
-            raise SetupError(f"{have[unpaired[0]]}: no file of the same name in {folder}{more}")
+            raise SetupError(f"{have[unpaired[0]]}: no file of the same name in {other}{more}")
     if not inputs:
         raise SetupError(f"{folders[0]}: no images (expected PNG or JPEG files)")
 
@@ -90,7 +117,7 @@ def find_pairs(root, split: str, min_size: Optional[int] = None, report=print) -
         pairs.append(Pair(inputs[name], targets[name], h, w))
     if converted:
         # read_image converts them (grayscale, alpha, 16-bit...); say so once rather than per read.
-        report(f"note: {len(converted)} image(s) in {root / split} are not 8-bit RGB and are converted "
+        report(f"note: {len(converted)} image(s) in {folder} are not 8-bit RGB and are converted "
               f"to RGB when read, e.g. {converted[0]}")
     return pairs
 

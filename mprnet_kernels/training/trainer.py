@@ -97,8 +97,8 @@ def _train(config, d: Dist, checkpoint, loss_fn, on_step) -> TrainResult:
     if config.batch % d.world:
         raise SetupError(f"--batch {config.batch}: the batch is global (summed over processes) and "
                          f"must be a multiple of the number of processes, {d.world}")
-    train_pairs = find_pairs(config.data, "train", min_size=config.patch, report=say)
-    val_pairs = find_pairs(config.data, "val", report=say)
+    train_pairs = find_pairs(config.train_dir, "--train-dir", min_size=config.patch, report=say, data=config.data)
+    val_pairs = find_pairs(config.val_dir, "--val-dir", report=say, data=config.data)
     out = Path(config.out)
     if checkpoint is None and config.resume:
         checkpoint = read_checkpoint(config.resume)

@@ -6,11 +6,22 @@ import pytest
 import torch
 from train_helpers import write_pairs
 
+from mprnet_kernels.demo_data import make_demo_data
+
 
 @pytest.fixture(scope="session")
 def pairs(tmp_path_factory) -> Path:
     """A shared read-only dataset (tests that damage data write their own)."""
     return write_pairs(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="session")
+def gopro(tmp_path_factory) -> Path:
+    """Upstream's GoPro layout, read-only: train/ and test/, each with input/ and target/ (no val/)."""
+    root = tmp_path_factory.mktemp("GoPro")
+    make_demo_data(root, task="deblur", count=4, size=32, val_count=2)
+    (root / "val").rename(root / "test")
+    return root
 
 
 @pytest.fixture(autouse=True)

@@ -35,3 +35,12 @@ def tiny_config(data, out, task="denoise", **flags):
     config = build_config(task, str(data), str(out), values)
     config.progress = progress
     return config
+
+
+def fails_naming(capsys, code, *words):
+    """The command failed before training with one line on stderr naming each of `words`."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("mprnet-kernels train: ") and err.count("\n") == 1, err
+    for word in words:
+        assert str(word) in err, err
