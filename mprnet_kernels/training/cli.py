@@ -2,8 +2,9 @@
 
 `mprnet-kernels train --task T --data DIR --out RUN` (or `--train-dir A --val-dir B` for
 upstream's folder layouts) writes RUN/last.pth (every epoch), RUN/best.pth (best validation
-PSNR) and RUN/log.csv. Under `torchrun --nproc_per_node N` it trains with DDP, the batch split
-over the processes. Only argparse is imported at the top so
+PSNR) and RUN/log.csv. `--resume` continues a run; `--init CHECKPOINT` starts a fresh one from
+a checkpoint's weights (fine-tuning). Under `torchrun --nproc_per_node N` it trains with DDP,
+the batch split over the processes. Only argparse is imported at the top so
 `mprnet-kernels --help` stays quick; torch comes in with main().
 """
 
@@ -39,6 +40,9 @@ multi-GPU: torchrun --nproc_per_node N -m mprnet_kernels.cli train ... (nccl on 
 resume: --resume continues RUN/last.pth (or --resume PATH, e.g. an upstream checkpoint with only
   epoch/state_dict/optimizer); flags not given take the checkpoint's values, so the continued
   run matches an uninterrupted one.
+fine-tuning: --init PATH loads the weights alone (upstream's model_deblurring.pth and the like,
+  a checkpoint of this command, a bare state_dict) and starts at epoch 0 with a fresh optimizer
+  and schedule; the model is built to fit the checkpoint (--preset, if given, must agree).
 """
 
 
@@ -75,6 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--max-steps", type=int, metavar="N", help="end each epoch after at most N steps (smoke tests, quick demos)")
     a("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
       help="continue RUN/last.pth, or the given checkpoint")
+    a("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights with a fresh optimizer and "
+      "schedule at epoch 0 (fine-tuning; upstream's release files too)")
     a("--overwrite", action="store_true", help="start afresh even though RUN holds an earlier run's last.pth")
     a("--no-progress", action="store_true", help="no progress bar on stderr")
 
@@ -87,20 +93,28 @@ def _fail(message: str) -> int:
 
 
 def build(args):
-    """(TrainConfig, checkpoint dict or None) from parsed arguments."""
+    """(TrainConfig, --resume checkpoint dict or None, --init checkpoint dict or None) from
+    parsed arguments."""
     from pathlib import Path
 
-    from ..checkpoint import checkpoint_config
     from .config import build_config
-    from .state import read_checkpoint
+    from .errors import SetupError
+    from .state import read_checkpoint, read_weights
 
-    checkpoint, path = None, None
+    if args.init is not None and args.resume is not None:
+        raise SetupError(f"--init {args.init} and --resume: give one; --resume continues a run (its "
+                         "epoch, optimizer and schedule), --init starts a fresh run from a checkpoint's weights")
+    checkpoint, weights, path = None, None, None
     if args.resume is not None:
         path = Path(args.out) / "last.pth" if args.resume is True else Path(args.resume)
         checkpoint = read_checkpoint(path)
+    elif args.init is not None:
+        path = Path(args.init)
+        weights = read_weights(path)
     flags = {k: getattr(args, k) for k in ("epochs", "patch", "batch", "lr", "min_lr", "warmup_epochs",
                                            "edge_weight", "preset", "num_cab", "seed", "workers", "device",
                                            "amp", "val_every", "max_steps")}
+    # Only a resumed run inherits its settings; an --init checkpoint gives the model's shape alone.
     inherited = checkpoint.get("args") if checkpoint is not None else None
     config = build_config(args.task, args.data, args.out, flags,
                           inherited if isinstance(inherited, dict) else None,
@@ -108,25 +122,46 @@ def build(args):
     config.compile, config.overwrite, config.progress = args.compile, args.overwrite, not args.no_progress
     if checkpoint is not None:
         config.resume = str(path)
-        if args.preset is None and args.num_cab is None:
-            # The model must fit the checkpoint: its 'config', or the shapes of an upstream one.
-            try:
-                config.model = checkpoint_config(checkpoint)
-            except ValueError as e:
-                from .errors import SetupError
+        fit_model(config, checkpoint, f"--resume {path}", args.preset, args.num_cab)
+    elif weights is not None:
+        config.init = str(path)
+        fit_model(config, weights, f"--init {path}", args.preset, args.num_cab)
+    return config, checkpoint, weights
 
-                raise SetupError(f"--resume {path}: {e}") from None
-    return config, checkpoint
+
+def fit_model(config, checkpoint, source: str, preset, num_cab) -> None:
+    """Build the model the checkpoint fits: its 'config', or the shapes of an upstream one. With
+    --preset or --num-cab given, they must describe that same model."""
+    from ..checkpoint import checkpoint_config
+    from .config import describe_model, preset_of
+    from .errors import SetupError
+    from .state import reason
+
+    try:
+        found = checkpoint_config(checkpoint)
+    except ValueError as e:
+        raise SetupError(f"{source}: {reason(e)}") from None
+    if preset is not None or num_cab is not None:
+        if config.model != found:
+            given = " ".join(f"{flag} {v}" for flag, v in (("--preset", preset), ("--num-cab", num_cab))
+                             if v is not None)
+            raise SetupError(f"{given} builds {describe_model(config.model)}, but {source} holds "
+                             f"{describe_model(found)}; drop {given} to build the model the checkpoint fits")
+        return
+    config.model = found
+    named = preset_of(found)
+    if named is not None:  # so the log and a later --resume name the preset the weights are
+        config.preset, config.num_cab = named
 
 
 def main(args) -> int:
     from .errors import SetupError
 
     try:
-        config, checkpoint = build(args)
+        config, checkpoint, weights = build(args)
         from .trainer import train
 
-        train(config, checkpoint=checkpoint)
+        train(config, checkpoint=checkpoint, weights=weights)
     except SetupError as e:
         return _fail(str(e))
     except KeyboardInterrupt:

@@ -2,7 +2,8 @@
 it and, on --resume, the values the interrupted run used.
 
 Precedence is explicit flag > checkpoint (when resuming) > recipe, so `--resume` alone continues
-the same run and `--resume --epochs 500` extends it.
+the same run and `--resume --epochs 500` extends it. --init (fine-tuning) inherits nothing but
+the model's shape: its checkpoint's epoch, optimizer and schedule belong to another run.
 
 Data: `--data DIR` is shorthand for `--train-dir DIR/train --val-dir DIR/val`; the two forms do
 not mix. Each folder holds input/ and target/ (upstream's layout: GoPro's train/ and test/,
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from .errors import SetupError
-from .recipe import RECIPES, TASKS, model_config
+from .recipe import RECIPES, TASKS, model_config, preset_names
 
 #: Values that define the optimisation itself; on resume they default to the checkpoint's.
 INHERITED = ("preset", "num_cab", "epochs", "patch", "batch", "lr", "min_lr", "warmup_epochs",
@@ -51,6 +52,7 @@ class TrainConfig:
     resume: Optional[str] = None  # checkpoint path
     num_cab: Optional[int] = None  # the --num-cab override, kept so a resume can inherit it
     data: Optional[str] = None  # the --data root when the folders came from it, named in errors
+    init: Optional[str] = None  # --init: the checkpoint whose weights the run starts from
 
     def as_dict(self) -> Dict[str, Any]:
         """Plain values only, so checkpoints load with torch.load(weights_only=True)."""
@@ -145,5 +147,28 @@ def describe(config: TrainConfig, world: int, device: str, amp: bool, workers: i
         + (", torch.compile" if config.compile else "") + f", {workers} loader workers, seed {config.seed}, "
         f"validation every {config.val_every} epoch(s)",
     ]
+    if config.init:
+        lines.insert(2, f"weights from --init {config.init}; epoch 0, fresh optimizer and schedule")
     return "\n".join(lines)
 
+
+def describe_model(model: Dict[str, Any]) -> str:
+    """A model's constructor arguments in a few words: the preset it is, if one, and the widths."""
+    preset = preset_of(model)
+    widths = (f"n_feat {model['n_feat']}, scale_unetfeats {model['scale_unetfeats']}, "
+              f"scale_orsnetfeats {model['scale_orsnetfeats']}, num_cab {model['num_cab']}")
+    if preset is None:
+        return f"a model of {widths}"
+    return f"preset {preset[0]}" + (f" with --num-cab {preset[1]}" if preset[1] else "") + f" ({widths})"
+
+
+def preset_of(model: Dict[str, Any]) -> Optional[Tuple[str, Optional[int]]]:
+    """(preset, num_cab override or None) that builds exactly these constructor arguments, or None."""
+    for name in preset_names():
+        if model_config(name) == model:
+            return name, None
+    for name in preset_names():
+        if isinstance(model.get("num_cab"), int) and model["num_cab"] >= 1 \
+                and model_config(name, model["num_cab"]) == model:
+            return name, model["num_cab"]
+    return None

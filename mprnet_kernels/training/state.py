@@ -9,11 +9,16 @@ torch.load(weights_only=True).
 
 Files are written to a temporary name in the same folder and renamed over the target with
 os.replace: a run killed while saving leaves the previous last.pth whole.
+
+--resume reads a whole checkpoint (read_checkpoint, restore); --init reads weights alone
+(read_weights, load_weights) from any file load_checkpoint takes: upstream's release files,
+this library's checkpoints, bare state_dicts.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -64,21 +69,54 @@ def make_checkpoint(epoch: int, model, optimizer, scheduler, model_config: Dict[
     }
 
 
+def reason(error: Exception) -> str:
+    """checkpoint.py's message for a dict it was handed, reworded for a file the user named: without
+    the function's name and with "the file" for "<dict>"."""
+    return re.sub(r"^\w+: ", "", str(error)).replace("<dict>", "the file")
+
+
+def _load(path: Path, flag: str):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors of every kind: say which file, in one line
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise SetupError(f"{flag}: {path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
+
+
 def read_checkpoint(path) -> Dict[str, Any]:
     """The checkpoint dict to resume from; SetupError naming the file when it is missing or is
     not a training checkpoint (upstream's minimum: 'epoch', 'state_dict', 'optimizer')."""
     path = Path(path)
     if not path.is_file():
         raise SetupError(f"--resume: {path}: no such checkpoint (nothing to resume)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors of every kind: say which file
-        raise SetupError(f"--resume: {path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    ckpt = _load(path, "--resume")
     missing = [k for k in ("epoch", "state_dict", "optimizer") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise SetupError(f"--resume: {path} lacks {', '.join(repr(k) for k in missing)}; a training "
                          "checkpoint holds at least 'epoch', 'state_dict' and 'optimizer'")
     return ckpt
+
+
+def read_weights(path) -> Dict[str, Any]:
+    """The --init checkpoint as read; SetupError naming the file when it is missing, unreadable or
+    not a dict. Only its weights are used (load_weights); the CLI reads the model off it first
+    (checkpoint_config), which refuses a dict without MPRNet weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise SetupError(f"--init: {path}: no such checkpoint")
+    ckpt = _load(path, "--init")
+    if not isinstance(ckpt, dict):
+        raise SetupError(f"--init: {path} holds a {type(ckpt).__name__}, not a checkpoint or state_dict")
+    return ckpt
+
+
+def load_weights(ckpt: Dict[str, Any], model, source: str) -> Dict[str, Any]:
+    """Load the --init checkpoint's weights into model (a `module.` prefix stripped) and return
+    its other entries, which the run leaves alone."""
+    try:
+        return load_checkpoint(model, ckpt)
+    except (CheckpointMismatchError, ValueError, TypeError) as e:
+        raise SetupError(f"--init {source}: {e}") from None
 
 
 def restore(ckpt: Dict[str, Any], model, optimizer, scheduler, source: str) -> Dict[str, Any]:

@@ -28,7 +28,7 @@ from .recipe import ADAM_BETAS, ADAM_EPS
 from .runlog import RunLog
 from .sampler import EpochSampler
 from .schedule import WarmupCosine
-from .state import make_checkpoint, read_checkpoint, restore, save_atomic
+from .state import load_weights, make_checkpoint, read_checkpoint, read_weights, restore, save_atomic
 from .validation import validate
 
 
@@ -66,25 +66,26 @@ def _progress(loader, d: Dist, config: TrainConfig, epoch: int):
 
 
 def train(config: TrainConfig, *, checkpoint: Optional[Dict[str, Any]] = None,
-          loss_fn: Optional[Callable] = None,
+          weights: Optional[Dict[str, Any]] = None, loss_fn: Optional[Callable] = None,
           on_step: Optional[Callable[[int, int, torch.Tensor], None]] = None) -> TrainResult:
     """Run training as `config` says; under torchrun, every process calls this.
 
     checkpoint: the resume checkpoint already read (the CLI reads it for its saved arguments);
-    else read from config.resume when that is set. loss_fn(outputs, target): replaces the fused
-    MPRNetLoss (tests pass the reference one). on_step(epoch, step, loss): called after each
-    optimizer step (tests raise from it to interrupt a run)."""
+    else read from config.resume when that is set. weights: likewise the --init checkpoint (else
+    read from config.init), of which only the weights are used. loss_fn(outputs, target):
+    replaces the fused MPRNetLoss (tests pass the reference one). on_step(epoch, step, loss):
+    called after each optimizer step (tests raise from it to interrupt a run)."""
     d = setup(config.device)
     finished = False
     try:
-        result = _train(config, d, checkpoint, loss_fn, on_step)
+        result = _train(config, d, checkpoint, weights, loss_fn, on_step)
         finished = True
         return result
     finally:
         cleanup(d, finished)
 
 
-def _train(config, d: Dist, checkpoint, loss_fn, on_step) -> TrainResult:
+def _train(config, d: Dist, checkpoint, weights, loss_fn, on_step) -> TrainResult:
     from ..model import MPRNet
     from ..nn import MPRNetLoss
 
@@ -97,11 +98,16 @@ def _train(config, d: Dist, checkpoint, loss_fn, on_step) -> TrainResult:
     if config.batch % d.world:
         raise SetupError(f"--batch {config.batch}: the batch is global (summed over processes) and "
                          f"must be a multiple of the number of processes, {d.world}")
+    if (checkpoint is not None or config.resume) and (weights is not None or config.init):
+        raise SetupError("--init and --resume: give one; --resume continues a run, --init starts a fresh "
+                         "one from a checkpoint's weights")
     train_pairs = find_pairs(config.train_dir, "--train-dir", min_size=config.patch, report=say, data=config.data)
     val_pairs = find_pairs(config.val_dir, "--val-dir", report=say, data=config.data)
     out = Path(config.out)
     if checkpoint is None and config.resume:
         checkpoint = read_checkpoint(config.resume)
+    if weights is None and config.init:
+        weights = read_weights(config.init)
     if checkpoint is None and (out / "last.pth").exists() and not config.overwrite:
         raise SetupError(f"--out {out}: holds last.pth of an earlier run; pass --resume to continue it "
                          "or --overwrite to start afresh")
@@ -118,6 +124,9 @@ def _train(config, d: Dist, checkpoint, loss_fn, on_step) -> TrainResult:
     if checkpoint is not None:
         resumed = restore(checkpoint, model, optimizer, scheduler, config.resume or "checkpoint")
         start, best_psnr, best_epoch = resumed["epoch"], resumed["best_psnr"], resumed["best_epoch"]
+    elif weights is not None:
+        # Fine-tuning: the weights alone; its epoch, optimizer and best PSNR were another run's.
+        init_epoch = load_weights(weights, model, config.init or "checkpoint").get("epoch")
     if loss_fn is None:
         loss_fn = MPRNetLoss(edge_weight=config.edge_weight, clamp=config.clamp)
 
@@ -148,6 +157,9 @@ def _train(config, d: Dist, checkpoint, loss_fn, on_step) -> TrainResult:
     if start >= config.epochs:
         say(f"nothing to do: the checkpoint is at epoch {start} of --epochs {config.epochs}")
         return result
+    if weights is not None:
+        was = f" (saved at its epoch {init_epoch})" if isinstance(init_epoch, int) else ""
+        say(f"fine-tuning the weights of {config.init}{was} from epoch 0")
     if start:
         say(f"resuming after epoch {start} (best PSNR so far {best_psnr:.2f} dB)")
     log = RunLog(out / "log.csv", keep_through_epoch=start if checkpoint is not None else None) \
