@@ -152,16 +152,22 @@ def _train(config, d: Dist, checkpoint, weights, loss_fn, on_step) -> TrainResul
         say(why_no_ssim)
     result = TrainResult(model=model, first_epoch=start, epochs=config.epochs,
                          best_psnr=best_psnr, best_epoch=best_epoch)
+    if start >= config.epochs:
+        # Said before scoring the inputs: no epoch will run, so reading the validation set is
+        # wasted. Upstream's release files land here (their epoch is their run's last).
+        say(f"nothing to do: the checkpoint is at epoch {start} of --epochs {config.epochs}; raise "
+            f"--epochs to train on, or fine-tune its weights from epoch 0 with a fresh optimizer and "
+            f"schedule: --init {config.resume or 'CHECKPOINT'} (and a new --out) instead of --resume")
+        return result
     result.input_psnr, _ = validate(model, val_loader, d, amp, None, baseline=True)
     say(f"validation PSNR of the inputs themselves: {result.input_psnr:.2f} dB")
-    if start >= config.epochs:
-        say(f"nothing to do: the checkpoint is at epoch {start} of --epochs {config.epochs}")
-        return result
     if weights is not None:
         was = f" (saved at its epoch {init_epoch})" if isinstance(init_epoch, int) else ""
         say(f"fine-tuning the weights of {config.init}{was} from epoch 0")
     if start:
-        say(f"resuming after epoch {start} (best PSNR so far {best_psnr:.2f} dB)")
+        best = (f"best PSNR so far {best_psnr:.2f} dB at epoch {best_epoch}" if math.isfinite(best_psnr)
+                else "no validation PSNR recorded in the checkpoint")
+        say(f"resuming after epoch {start} ({best})")
     log = RunLog(out / "log.csv", keep_through_epoch=start if checkpoint is not None else None) \
         if d.is_main else None
 

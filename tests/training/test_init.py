@@ -1,6 +1,7 @@
 """`train --init CHECKPOINT`, fine-tuning from weights: the weights of an upstream release file,
 with or without DataParallel's `module.` prefix, start a fresh schedule (epoch 0, fresh Adam,
-no best PSNR); the model is built to fit the checkpoint; bad combinations fail in one line."""
+no best PSNR); the model is built to fit the checkpoint; a finished checkpoint given to
+--resume points at --init; bad combinations fail in one line."""
 
 import argparse
 from pathlib import Path
@@ -82,6 +83,32 @@ def test_init_fine_tunes_an_upstream_release_file(gopro, tmp_path, capsys, prefi
     torch.manual_seed(0)
     fresh = reference.MPRNet(**model_config("tiny")).state_dict()
     assert max((fresh[k] - v).abs().max().item() for k, v in weights.items()) > 1e-2
+
+
+def test_resume_of_a_finished_release_file_points_at_init(gopro, tmp_path, capsys):
+    path = tmp_path / "model_deblurring.pth"
+    _release_file(path, "module.")
+    run = tmp_path / "run"
+    # --epochs left at the deblur recipe's 3000: the file's own run is over.
+    assert main(["train", "--task", "deblur", "--train-dir", str(gopro / "train"), "--val-dir",
+                 str(gopro / "test"), "--out", str(run), "--resume", str(path), *FLAGS]) == 0
+    out = capsys.readouterr().out
+    line, = [x for x in out.splitlines() if x.startswith("nothing to do")]
+    assert "epoch 3000 of --epochs 3000" in line and f"--init {path}" in line, line
+    assert not (run / "last.pth").exists()
+
+
+def test_resume_of_an_upstream_file_says_no_psnr_was_recorded(gopro, tmp_path, capsys):
+    path = tmp_path / "model_latest.pth"
+    _release_file(path, "module.")
+    run = tmp_path / "run"
+    assert main(["train", "--task", "deblur", "--train-dir", str(gopro / "train"), "--val-dir",
+                 str(gopro / "test"), "--out", str(run), "--resume", str(path), "--epochs", "3001",
+                 "--lr", "1e-6", *FLAGS]) == 0
+    out = capsys.readouterr().out
+    assert "resuming after epoch 3000 (no validation PSNR recorded in the checkpoint)" in out, out
+    assert "-inf" not in out
+    assert _load(run / "last.pth")["optimizer"]["state"][0]["step"].item() == UPSTREAM_STEPS + 1
 
 
 def test_init_inherits_nothing_but_the_model(pairs, tmp_path):
