@@ -35,7 +35,8 @@ LAYERS = (
     ("registry",),                                              # one OpSpec per op
     ("shapes", "fixture", "verify"),                            # what the registry and the model give
     ("benchmark", "demo_data", "training", "restoration", "export"),  # the jobs
-    ("cli", "__main__", "__init__"),                            # the command and the package's face
+    ("cli", "__init__"),                                        # the command and the package's face
+    ("__main__",),                                              # python -m mprnet_kernels: runs cli
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 
