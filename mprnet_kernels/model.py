@@ -128,6 +128,10 @@ def _regrouped(src: torch.Tensor, src_view: Sequence[int], perm: Sequence[int], 
     the fused ops) converted them back: a copy per consumer that this output buffer avoids."""
     fmt = torch.channels_last if (src.is_contiguous(memory_format=torch.channels_last)
                                   and not src.is_contiguous()) else torch.contiguous_format
+    if torch.jit.is_tracing():
+        # The tracer records the copy_ into a view of a fresh buffer, and the ONNX exporter
+        # (dynamo=False) turns that write into a wrong graph that runs: trace a functional copy.
+        return src.reshape(src_view).permute(perm).reshape(shape).contiguous(memory_format=fmt)
     out = torch.empty(shape, dtype=src.dtype, device=src.device, memory_format=fmt)
     out.view(out_view).copy_(src.reshape(src_view).permute(perm))  # reshape: a view of dense src
     return out
