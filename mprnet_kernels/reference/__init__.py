@@ -27,7 +27,7 @@ from .losses import (
     laplacian,
     mprnet_loss,
 )
-from .ops import ca_tail, sam_gate, upsample2x_add
+from .ops import ca_tail, local_ca_tail, local_mean, replicate_to, sam_gate, upsample2x_add
 from .model import EXTRA_PRESETS, PRESETS, MPRNet, preset_config
 
 __all__ = [
@@ -55,6 +55,9 @@ __all__ = [
     "laplacian",
     "mprnet_loss",
     "ca_tail",
+    "local_ca_tail",
+    "local_mean",
+    "replicate_to",
     "sam_gate",
     "upsample2x_add",
 ]

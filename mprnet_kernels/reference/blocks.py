@@ -9,10 +9,12 @@ later fast versions of ``CALayer``, ``CAB`` and ``SAM`` are checked against thes
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+
+from .ops import effective_window, local_mean, replicate_to
 
 __all__ = [
     "conv",
@@ -47,7 +49,9 @@ def _bilinear(scale: float) -> nn.Upsample:
 
 
 class CALayer(nn.Module):
-    """Channel attention: scale each channel by a gate computed from its global mean.
+    """Channel attention: scale each channel by a gate computed from its global mean (or, once
+    ``window`` is set, from the mean over a window around each position: local attention, see
+    ``MPRNet.set_local_attention``).
 
     gate = sigmoid(W2 relu(W1 mean_hw(x) + b1) + b2), output = x * gate.  The pooling is per
     sample, which is why MPRNet's patches can later be batched along N without changing numbers.
@@ -68,9 +72,18 @@ class CALayer(nn.Module):
             nn.Sigmoid(),
         )
 
+        # Local attention (TLC): the (K1, K2) window its mean is taken over, None = global.
+        # Not state: set by MPRNet.set_local_attention, not saved in the state_dict.
+        self.window: Optional[Tuple[int, int]] = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.conv_du(self.avg_pool(x))
-        return x * gate
+        if self.window is None:
+            return x * self.conv_du(self.avg_pool(x))
+        window = effective_window(self.window, x.shape[-2:])
+        return x * replicate_to(self.conv_du(local_mean(x, window)), x.shape[-2:])
+
+    def extra_repr(self) -> str:
+        return "" if self.window is None else f"window={self.window}"
 
 
 class CAB(nn.Module):

@@ -8,12 +8,12 @@ than batching them; the fast model is the place for such rewrites.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from .blocks import CAB, SAM, Decoder, Encoder, ORSNet, conv
+from .blocks import CAB, SAM, CALayer, Decoder, Encoder, ORSNet, conv
 
 __all__ = ["MPRNet", "PRESETS", "EXTRA_PRESETS", "preset_config", "SIZE_MULTIPLE"]
 
@@ -47,6 +47,40 @@ def preset_config(name: str) -> Dict[str, Any]:
 
 # Stage 1 halves H and W into patches, then the U-Net downsamples twice: 2 * 2 * 2.
 SIZE_MULTIPLE = 8
+
+
+def _size_pair(name: str, value, multiple: int = 1) -> Tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else None
+    if (pair is None or len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair)
+            or min(pair) < 1 or any(v % multiple for v in pair)):
+        what = "a positive int or (height, width)" + (f", multiples of {multiple}" if multiple > 1 else "")
+        raise ValueError(f"set_local_attention: {name} must be {what}, got {value!r}")
+    return pair
+
+
+def _train_feature_sizes(model: nn.Module, train: Tuple[int, int]) -> Dict[str, Tuple[int, int]]:
+    """(h, w) of the map each CALayer of `model` sees on a 1 x in_c x train image, by name: one
+    forward of a narrow twin on the meta device (the sizes depend on the wiring, not the widths)."""
+    num_cab = len(model.stage3_orsnet.orb1.body) - 1
+    with torch.device("meta"):
+        twin = MPRNet(in_c=model.in_c, out_c=model.out_c, n_feat=2, scale_unetfeats=1, scale_orsnetfeats=1,
+                      num_cab=num_cab, reduction=1)
+    sizes: Dict[str, Tuple[int, int]] = {}
+
+    def record(name):
+        def hook(_module, args):
+            size = tuple(args[0].shape[-2:])
+            if sizes.setdefault(name, size) != size:
+                raise RuntimeError(f"{name} sees maps of {sizes[name]} and {size} in one forward")
+        return hook
+
+    handles = [m.register_forward_pre_hook(record(n)) for n, m in twin.named_modules() if isinstance(m, CALayer)]
+    try:
+        twin(torch.empty(1, model.in_c, *train, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return sizes
 
 
 def _autocast_casts(x: torch.Tensor) -> bool:
@@ -118,6 +152,47 @@ class MPRNet(nn.Module):
         kwargs = preset_config(name)
         kwargs.update(overrides)
         return cls(**kwargs)
+
+    @property
+    def local_attention(self) -> Optional[Dict[str, Tuple[int, int]]]:
+        """{"train_size": (h, w), "base_size": (h, w)} after set_local_attention, else None."""
+        return getattr(self, "_local_attention", None)
+
+    def set_local_attention(self, train_size: Union[int, Sequence[int], None] = 256,
+                            base_size: Union[int, Sequence[int], None] = None) -> "MPRNet":
+        """Switches every channel attention to local statistics, in place (TLC, the Test-time
+        Local Converter of Chu et al., ECCV 2022): each CALayer then pools over a K1 x K2 window
+        around each position instead of the whole map, where K = (the layer's feature size when
+        the model sees a `train_size` input) * base_size // train_size, so that at test time
+        each layer sees statistics of a region like the one it was trained on. base_size None
+        is 1.5 x train_size. No parameter changes and the state_dict is unchanged.
+        `set_local_attention(None)` goes back to global attention. Returns the model.
+
+        TLC's code divides by 256 whatever its train_size; here the given train_size is used."""
+        # the reference's CALayers and their fused twins (mprnet_kernels.nn), by name
+        layers = {name: m for name, m in self.named_modules()
+                  if isinstance(m, CALayer) or getattr(m, "_reference", None) is CALayer}
+        if train_size is None:
+            if base_size is not None:
+                raise ValueError("set_local_attention: base_size needs a train_size (None switches "
+                                 "local attention off)")
+            for layer in layers.values():
+                layer.window = None
+            self._local_attention = None
+            return self
+        train = _size_pair("train_size", train_size, multiple=SIZE_MULTIPLE)
+        base = (train[0] * 3 // 2, train[1] * 3 // 2) if base_size is None else _size_pair("base_size", base_size)
+        windows = {}
+        for name, (h, w) in _train_feature_sizes(self, train).items():
+            windows[name] = (h * base[0] // train[0], w * base[1] // train[1])
+            if min(windows[name]) < 1:
+                raise ValueError(f"set_local_attention: base_size {base} gives {name} a window of "
+                                 f"{windows[name]} (its features are {h}x{w} at train_size {train}); "
+                                 f"choose a larger base_size")
+        for name, window in windows.items():
+            layers[name].window = window
+        self._local_attention = {"train_size": train, "base_size": base}
+        return self
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
