@@ -32,6 +32,7 @@ import torch.nn as nn
 from ..ops.ca_tail import ca_tail
 from ..ops.sam_gate import sam_gate
 from ..reference import blocks as reference
+from ..reference import ops as reference_ops
 
 __all__ = ["CALayer", "CAB", "SAM", "replace_blocks"]
 
@@ -88,12 +89,16 @@ class CALayer(_FusedBlock):
         # and conv_du.2; forward reads the weights, not the modules. Its pooling module is not
         # kept (no parameters; ca_tail pools).
         self.conv_du = ref.conv_du
+        self.window = ref.window  # local attention (reference CALayer, MPRNet.set_local_attention)
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         if residual is None:
             residual = torch.zeros_like(x)
         x, residual = _tail_operands(x, residual)
         down, up = self.conv_du[0], self.conv_du[2]
+        if self.window is not None:
+            window = reference_ops.effective_window(self.window, x.shape[-2:])
+            return reference_ops.local_ca_tail(x, residual, down.weight, down.bias, up.weight, up.bias, window)
         return ca_tail(x, residual, down.weight, down.bias, up.weight, up.bias)
 
 
