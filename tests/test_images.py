@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mprnet_kernels.images import ImageReadError, list_images, read_image, to_uint8, write_png
+from mprnet_kernels.images import (ImageReadError, as_written, image_size, list_images, read_image, read_image_file,
+                                   to_uint8, write_png)
 
 
 def png16(path, array: np.ndarray) -> None:
@@ -153,3 +154,124 @@ def test_decompression_bomb_is_a_read_error(tmp_path, rgb, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 77 pixels: over twice the limit
     with pytest.raises(ImageReadError, match="big.png"):
         read_image(tmp_path / "big.png")
+
+
+# --------------------------------------------------------------------------- EXIF orientation
+
+#: What a viewer does to the stored pixels for each EXIF orientation (the EXIF 2.3 definitions).
+ORIENT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, k=-1),  # 90 degrees clockwise
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # transverse: across the other diagonal
+    8: lambda a: np.rot90(a, k=1),
+}
+
+
+def with_orientation(path, array, orientation, **save):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(array).save(path, exif=exif.tobytes(), **save)
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENT))
+def test_exif_orientation_is_applied(tmp_path, rgb, orientation):
+    with_orientation(tmp_path / "o.png", rgb, orientation)  # PNG: lossless, so pixels compare exactly
+    f = read_image_file(tmp_path / "o.png")
+    upright = np.ascontiguousarray(ORIENT[orientation](rgb))
+    assert torch.equal(f.image, torch.from_numpy(upright).permute(2, 0, 1).float() / 255)
+    assert image_size(tmp_path / "o.png") == upright.shape[:2] == tuple(f.image.shape[1:])
+    if orientation == 1:
+        assert f.note is None and f.output_note is None
+    else:
+        assert f.note == f.output_note and f.note.startswith(f"EXIF orientation {orientation} applied: ")
+
+
+def test_exif_rotated_jpeg_reads_upright(tmp_path, rgb):
+    with_orientation(tmp_path / "phone.jpg", rgb, 8, quality=95)
+    image, note = read_image(tmp_path / "phone.jpg")
+    assert image.shape == (3, 11, 7) and image_size(tmp_path / "phone.jpg") == (11, 7)
+    assert note == "EXIF orientation 8 applied: rotated 90 degrees counter-clockwise"
+    with Image.open(tmp_path / "phone.jpg") as stored:
+        decoded = np.asarray(stored.convert("RGB"))
+    assert torch.equal(image, torch.from_numpy(np.rot90(decoded).copy()).permute(2, 0, 1).float() / 255)
+
+
+def test_exif_note_follows_the_mode_notes(tmp_path, rgb):
+    with_orientation(tmp_path / "g.png", rgb[..., 0], 3)
+    f = read_image_file(tmp_path / "g.png")
+    assert f.note == "grayscale: converted to RGB; EXIF orientation 3 applied: rotated 180 degrees"
+    assert f.mode == "L" and f.output_note == "EXIF orientation 3 applied: rotated 180 degrees"
+
+
+# --------------------------------------------------------------------------- modes written back
+
+
+@pytest.mark.parametrize("name, make, mode, output_note", [
+    ("rgb", lambda a: Image.fromarray(a), "RGB", None),
+    ("l", lambda a: Image.fromarray(a[..., 0]), "L", None),
+    ("la", lambda a: Image.fromarray(a[..., 0]).convert("LA"), "L", "grayscale with alpha: alpha dropped"),
+    ("one", lambda a: Image.fromarray(a[..., 0] > 127), "L", "1-bit: written as 8-bit grayscale"),
+    ("g16", lambda a: Image.fromarray(a[..., 0].astype(np.uint16) * 257), "I;16", None),
+    ("rgba", lambda a: Image.fromarray(np.concatenate([a, a[..., :1]], axis=2), "RGBA"), "RGB", "RGBA: alpha dropped"),
+    ("p", lambda a: Image.fromarray(a).convert("P"), "RGB", "palette image: written as RGB"),
+])
+def test_each_mode_says_how_to_write_it_back(tmp_path, rgb, name, make, mode, output_note):
+    make(rgb).save(tmp_path / f"{name}.png")
+    f = read_image_file(tmp_path / f"{name}.png")
+    assert (f.mode, f.output_note) == (mode, output_note)
+    image, note = read_image(tmp_path / f"{name}.png")
+    assert torch.equal(f.image, image) and f.note == note
+
+
+@pytest.mark.parametrize("mode, pil_mode, dtype, scale", [("RGB", "RGB", np.uint8, 255), ("L", "L", np.uint8, 255),
+                                                          ("I;16", "I;16", np.uint16, 65535)])
+def test_write_png_modes_and_as_written_agree(tmp_path, mode, pil_mode, dtype, scale):
+    image = torch.rand(3, 9, 13, generator=torch.Generator().manual_seed(3))
+    image[:, 0, 0] = torch.tensor([-1.0, 0.5, 2.0])  # out of range: clamped first
+    write_png(tmp_path / "w.png", image, mode=mode)
+    with Image.open(tmp_path / "w.png") as img:
+        assert img.mode == pil_mode
+        stored = np.asarray(img)
+    assert stored.dtype == dtype
+    clamped = image.clamp(0, 1)
+    expected = clamped if mode == "RGB" else clamped.mean(0)  # grayscale: the channels' mean
+    assert np.array_equal(stored.astype(np.int64), expected.mul(scale).round().numpy().astype(np.int64)
+                          .transpose(*((1, 2, 0) if mode == "RGB" else (0, 1))))
+    back = read_image(tmp_path / "w.png")[0]
+    assert torch.equal(as_written(image, mode), back)  # scoring as_written scores the file
+
+
+def test_grayscale_round_trip_is_exact(tmp_path, rgb):
+    gray = rgb[..., 1]
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    f = read_image_file(tmp_path / "g.png")
+    write_png(tmp_path / "again.png", f.image, mode=f.mode)
+    with Image.open(tmp_path / "again.png") as img:
+        assert img.mode == "L" and np.array_equal(np.asarray(img), gray)
+    values = np.array([[0, 1, 255, 256], [32768, 40000, 65534, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    f = read_image_file(tmp_path / "g16.png")
+    write_png(tmp_path / "again16.png", f.image, mode=f.mode)
+    with Image.open(tmp_path / "again16.png") as img:
+        assert img.mode == "I;16" and np.array_equal(np.asarray(img), values)
+
+
+def test_write_png_rejects_other_modes(tmp_path):
+    with pytest.raises(ValueError, match="^mode: expected one of 'RGB', 'L', 'I;16', got 'RGBA'"):
+        write_png(tmp_path / "x.png", torch.zeros(3, 4, 4), mode="RGBA")
+    with pytest.raises(ValueError, match="^mode: expected one of"):
+        as_written(torch.zeros(3, 4, 4), "P")
+
+
+def test_image_size_reads_headers_and_names_bad_files(tmp_path, rgb):
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    assert image_size(tmp_path / "a.png") == (7, 11)
+    (tmp_path / "t.png").write_text("not an image")
+    with pytest.raises(ImageReadError, match="t.png: not a readable image"):
+        image_size(tmp_path / "t.png")
+    with pytest.raises(ImageReadError, match="nope.png: no such file"):
+        image_size(tmp_path / "nope.png")
