@@ -15,9 +15,9 @@ from PIL import Image
 import mprnet_kernels
 from mprnet_kernels import MPRNet, cli, restore
 from mprnet_kernels.demo_data import make_pair
-from mprnet_kernels.images import pad_to_multiple, read_image, to_uint8
+from mprnet_kernels.images import as_written, pad_to_multiple, read_image_file
 from mprnet_kernels.reference import PRESETS
-from mprnet_kernels.restoration import tile_starts, tiling_difference
+from mprnet_kernels.restoration import check_tiling, tile_count, tile_starts, tiling_difference
 
 TINY = dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
 SMALL = dict(n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=2)
@@ -209,6 +209,39 @@ def test_bad_images_are_rejected(tiny, image):
         restore(tiny, image)
 
 
+@pytest.mark.parametrize("hw, tile, overlap", [((20, 50), 16, 4), ((12, 50), 16, 4), ((13, 21), 32, 8),
+                                               ((13, 21), None, 32), ((64, 64), 8, 7), ((37, 45), 24, 0)])
+def test_progress_reports_every_model_call(hw, tile, overlap):
+    model, seen = Recorder(), []
+    restore(model, rand_image(2, 3, *hw), tile=tile, overlap=overlap,
+            progress=lambda done, total: seen.append((done, total)))
+    total = len(model.calls)
+    assert tile_count(*hw, tile, overlap) == total  # what a caller can know before running
+    assert seen == [(i, total) for i in range(1, total + 1)]
+
+
+def test_tile_count_is_one_for_whole_images_and_checks_its_arguments():
+    assert tile_count(5000, 3000, None) == 1
+    # The issue's 872 x 1000 image at --tile 128: tiles start every 96 px, 9 down and 11 across.
+    assert tile_count(872, 1000, 128, 32) == len(tile_starts(872, 128, 32)) * len(tile_starts(1000, 128, 32)) == 99
+    with pytest.raises(ValueError, match="^tile: expected"):
+        tile_count(40, 40, 12)
+
+
+def test_progress_must_be_callable(tiny):
+    with pytest.raises(TypeError, match="^progress: expected a callable"):
+        restore(tiny, rand_image(3, 8, 8), progress=5)
+
+
+def test_tiling_errors_speak_the_callers_language():
+    with pytest.raises(ValueError, match=r"^tile: .*\(None for whole images\), got 100$"):
+        check_tiling(100, 32)
+    with pytest.raises(ValueError) as cli_error:
+        check_tiling(100, 32, prefix="--")
+    assert str(cli_error.value) == ("--tile: expected a positive multiple of 8 (leave --tile out for whole images), "
+                                    "got 100")
+
+
 def test_exported_from_the_package():
     assert mprnet_kernels.restore is restore and "restore" in mprnet_kernels.__all__
 
@@ -219,7 +252,7 @@ def test_exported_from_the_package():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    torch.save({"epoch": 1, "state_dict": tiny.state_dict()}, path)
+    torch.save({"epoch": 1, "state_dict": tiny.state_dict(), "task": "denoise"}, path)
     return path
 
 
@@ -245,17 +278,27 @@ def inputs(tmp_path):
     return folder, files
 
 
+#: The mode each kind of input is written back in: grayscale stays grayscale (16-bit stays 16-bit).
+OUTPUT_MODES = {"rgb": "RGB", "gray": "L", "rgba": "RGB", "g16": "I;16", "loose": "RGB"}
+
+
 def expected_png(model, path, **kw):
-    return to_uint8(restore(model, read_image(path)[0], **kw))
+    """The pixel values restore's PNG for path should hold, as Pillow reads them back."""
+    f = read_image_file(path)
+    written = as_written(restore(model, f.image, **kw), f.mode)
+    scale = 65535 if f.mode == "I;16" else 255
+    a = written.mul(scale).round().numpy().astype(np.int64)
+    return a.transpose(1, 2, 0) if f.mode == "RGB" else a[0]
 
 
 def check_outputs(out, model, files, **kw):
     for name, path in files.items():
         with Image.open(out / f"{path.stem}.png") as img:
-            assert img.mode == "RGB" and img.format == "PNG"
+            assert img.format == "PNG"
+            assert img.mode == OUTPUT_MODES.get(name, "RGB"), (name, img.mode)
             with Image.open(path) as original:
                 assert img.size == original.size, name
-            assert np.array_equal(np.asarray(img), expected_png(model, path, **kw)), name
+            assert np.array_equal(np.asarray(img).astype(np.int64), expected_png(model, path, **kw)), name
 
 
 def test_cli_files_and_folders(tiny, checkpoint, inputs, tmp_path, capsys):
@@ -267,10 +310,8 @@ def test_cli_files_and_folders(tiny, checkpoint, inputs, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["g16.png", "gray.png", "loose.png", "rgb.png", "rgba.png"]
     check_outputs(out, tiny, files)
     notes = [line for line in captured.out.splitlines() if line.startswith("note: ")]
-    assert f"note: {files['gray']}: grayscale: converted to RGB" in notes
-    assert f"note: {files['rgba']}: RGBA: alpha dropped" in notes
-    assert any(line.startswith(f"note: {files['g16']}: 16-bit grayscale") for line in notes)
-    assert len(notes) == 3  # none for the RGB files
+    assert notes == [f"note: {files['rgba']}: RGBA: alpha dropped"]  # gray in, gray out: nothing to say
+    assert "(denoise;" in captured.out  # the checkpoint's own task, no --task given
     assert "wrote 5 PNG(s)" in captured.out and captured.err == ""
 
 
@@ -373,18 +414,138 @@ def test_cli_builds_the_model_the_checkpoint_fits(tmp_path, inputs, capsys):
     image = save(tmp_path / "x" / "a.png", np.random.default_rng(2).integers(0, 256, (8, 12, 3), dtype=np.uint8))
     expected = {"derain.pth": expected_png(derain, image), "small.pth": expected_png(small, image)}
     expected["args.pth"] = expected["small.pth"]
-    for ckpt, task, warning in (("derain.pth", "derain", None),
-                                ("derain.pth", "deblur", "derain preset's widths, but --task is deblur"),
-                                ("small.pth", "denoise", None),
-                                ("small.pth", "derain", "trained for denoise, not --task derain"),
-                                ("args.pth", "denoise", "trained for deblur, not --task denoise")):
+    for ckpt, task, warning, used in (("derain.pth", "derain", None, "derain"),
+                                      ("derain.pth", "deblur", "derain preset's widths, but --task is deblur",
+                                       "deblur"),
+                                      ("derain.pth", None, None, "derain"),  # no --task: the preset's
+                                      ("small.pth", "denoise", None, "denoise"),
+                                      ("small.pth", "derain", "trained for denoise, not --task derain", "derain"),
+                                      ("small.pth", None, None, "denoise"),  # no --task: the recorded one
+                                      ("args.pth", "denoise", "trained for deblur, not --task denoise", "denoise"),
+                                      ("args.pth", None, None, "deblur")):
         out = tmp_path / f"out-{ckpt}-{task}"
-        assert cli.main(["restore", str(image), "-o", str(out), "--checkpoint", str(tmp_path / ckpt),
-                         "--task", task]) == 0
-        err = capsys.readouterr().err
-        assert (warning in err) if warning else ("warning" not in err), err
+        argv = ["restore", str(image), "-o", str(out), "--checkpoint", str(tmp_path / ckpt)]
+        assert cli.main(argv + (["--task", task] if task else [])) == 0
+        captured = capsys.readouterr()
+        assert (warning in captured.err) if warning else ("warning" not in captured.err), captured.err
+        assert f"({used}; MPRNet" in captured.out, captured.out
         assert np.array_equal(np.asarray(Image.open(out / "a.png")), expected[ckpt])
     assert PRESETS["derain"]["n_feat"] == derain.shallow_feat1[0].out_channels
+
+
+def test_cli_without_task_for_a_checkpoint_that_says_none_exit_2(tiny, inputs, tmp_path, capsys):
+    torch.save({"epoch": 1, "state_dict": tiny.state_dict()}, tmp_path / "bare.pth")  # tiny widths: no task's preset
+    status, err = cli_error(capsys, [str(inputs[1]["rgb"]), "-o", str(tmp_path / "o"), "--checkpoint",
+                                     str(tmp_path / "bare.pth")])
+    assert status == 2 and "--task: the checkpoint does not say which task" in err
+    assert "deblur | derain | denoise" in err and not (tmp_path / "o").exists()
+    assert cli.main(["restore", str(inputs[1]["rgb"]), "-o", str(tmp_path / "o"), "--checkpoint",
+                     str(tmp_path / "bare.pth"), "--task", "deblur"]) == 0
+
+
+class NotWeights:
+    """Pickled into a checkpoint, refused by torch.load(weights_only=True)."""
+
+
+@pytest.mark.parametrize("content", ["junk", "object", "bare list"])
+def test_cli_checkpoint_that_is_not_one_is_one_line(inputs, tmp_path, capsys, content):
+    path = tmp_path / "bad.pth"
+    if content == "junk":
+        path.write_bytes(b"PK\x03\x04 not really a zip")
+    elif content == "object":
+        torch.save({"state_dict": {}, "extra": NotWeights()}, path)
+    else:
+        torch.save([torch.zeros(2)], path)
+    status, err = cli_error(capsys, [str(inputs[1]["rgb"]), "-o", str(tmp_path / "o"), "--checkpoint", str(path)])
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith(f"mprnet-kernels restore: --checkpoint: {path}: cannot load it"), err
+    assert "Traceback" not in err and "WeightsUnpickler" not in err
+
+
+def test_cli_modes_kept_or_converted_with_notes(tiny, checkpoint, tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    gray = rng.integers(0, 256, (12, 20), dtype=np.uint8)
+    files = {
+        "la": save(tmp_path / "in" / "la.png", np.stack([gray, gray], axis=2), "LA"),
+        "one": save(tmp_path / "in" / "one.png", gray > 127),
+        "pal": tmp_path / "in" / "pal.png",
+    }
+    Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).convert("P").save(files["pal"])
+    out = tmp_path / "out"
+    assert cli.main(["restore", str(tmp_path / "in"), "-o", str(out), "--checkpoint", str(checkpoint)]) == 0
+    notes = sorted(line for line in capsys.readouterr().out.splitlines() if line.startswith("note: "))
+    assert notes == [f"note: {files['la']}: grayscale with alpha: alpha dropped",
+                     f"note: {files['one']}: 1-bit: written as 8-bit grayscale",
+                     f"note: {files['pal']}: palette image: written as RGB"]
+    modes = {name: Image.open(out / f"{name}.png").mode for name in files}
+    assert modes == {"la": "L", "one": "L", "pal": "RGB"}
+    assert np.array_equal(np.asarray(Image.open(out / "la.png")), expected_png(tiny, files["la"]))
+
+
+def test_cli_applies_exif_orientation(tiny, checkpoint, tmp_path, capsys):
+    stored = np.random.default_rng(5).integers(0, 256, (16, 40, 3), dtype=np.uint8)  # 40 wide, 16 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to show"
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif.tobytes(), quality=95)
+    out = tmp_path / "out"
+    assert cli.main(["restore", str(path), "-o", str(out), "--checkpoint", str(checkpoint)]) == 0
+    assert f"note: {path}: EXIF orientation 6 applied: rotated 90 degrees clockwise" in capsys.readouterr().out
+    with Image.open(out / "phone.png") as img:
+        assert img.size == (16, 40)  # upright: 16 wide, 40 high
+        result = np.asarray(img)
+    with Image.open(path) as jpeg:  # the decoded JPEG, turned by hand
+        upright = np.rot90(np.asarray(jpeg), k=-1)
+    expected = to_rgb_uint8(restore(tiny, torch.from_numpy(upright.copy()).permute(2, 0, 1).float() / 255))
+    assert np.array_equal(result, expected)
+
+
+def to_rgb_uint8(image):
+    return image.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+class FakeBar:
+    """Stands in for the tqdm bar: records the total, every update and what is written."""
+
+    made = []
+
+    def __init__(self, total, unit, disable):
+        self.total, self.unit, self.n, self.updates = total, unit, 0, []
+        FakeBar.made.append(self)
+
+    def update(self, n=1):
+        self.n += n
+        self.updates.append(n)
+
+    def write(self, message, file=None):
+        print(message, file=file)
+
+    def set_postfix_str(self, text, refresh=True):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_cli_progress_counts_tiles(checkpoint, inputs, tmp_path, monkeypatch):
+    from mprnet_kernels.restoration import cli as restore_cli
+
+    FakeBar.made.clear()
+    monkeypatch.setattr(restore_cli, "progress_bar", FakeBar)
+    folder, files = inputs
+    big = save(tmp_path / "big" / "big.png", np.zeros((40, 72, 3), np.uint8))  # 3 x 8 tiles of 16, overlap 8
+    assert cli.main(["restore", str(big), str(files["rgb"]), "-o", str(tmp_path / "out"), "--checkpoint",
+                     str(checkpoint), "--tile", "16", "--overlap", "8"]) == 0
+    bar, = FakeBar.made
+    per_file = [tile_count(40, 72, 16, 8), tile_count(13, 21, 16, 8)]
+    assert bar.unit == "tile" and bar.total == sum(per_file) == bar.n
+    assert per_file[0] == 4 * 8 and len([u for u in bar.updates if u]) == sum(per_file)  # one step per tile
+    FakeBar.made.clear()
+    assert cli.main(["restore", str(big), "-o", str(tmp_path / "out2"), "--checkpoint", str(checkpoint)]) == 0
+    assert (FakeBar.made[0].unit, FakeBar.made[0].total, FakeBar.made[0].n) == ("image", 1, 1)
 
 
 def test_cli_help_describes_the_command(capsys):

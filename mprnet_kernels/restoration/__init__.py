@@ -1,8 +1,8 @@
 """restore(): an image tensor of any size through MPRNet, whole or in blended tiles.
 
-Python: ``restore(model, image, tile=None, overlap=32)`` takes a (3, H, W) or (N, 3, H, W) float
-tensor in [0, 1] of any size and returns the model's final (stage-3) output of the same shape,
-clamped to [0, 1]:
+Python: ``restore(model, image, tile=None, overlap=32, progress=None)`` takes a (3, H, W) or
+(N, 3, H, W) float tensor in [0, 1] of any size and returns the model's final (stage-3) output of
+the same shape, clamped to [0, 1]:
 
 - MPRNet needs H and W to be multiples of 8, so the image is padded at the bottom and right by
   reflection (mirroring without repeating the edge row, as F.pad's "reflect") and the output
@@ -18,13 +18,17 @@ clamped to [0, 1]:
   up to 1: a cross-fade. The weights are positive everywhere, so every pixel is covered, and a
   purely local model gives exactly its whole-image result. A side that fits in one tile is not
   cut; an image that fits in one tile takes the whole-image path.
+- ``progress(done, total)``, when given, is called after each model call: once per tile
+  (``tile_count`` of them), or once for a whole image, so a caller can show progress inside one
+  large image.
 
 Tiles are an approximation for MPRNet: every channel-attention block pools its features over
 the whole input, so a tile sees other statistics than the whole image. With the small config
 trained to restore, tiles of 256 cost about 0.01 dB against the target and tiles of 128 about
 0.1 dB (bench/results/tiling.md, measured by bench/tiling.py).
 
-The `mprnet-kernels restore` command is restoration/cli.py.
+The `mprnet-kernels restore` command is restoration/cli.py; ``evaluate`` (PSNR and SSIM over
+paired folders) is restoration/evaluate.py and the `evaluate` command restoration/evaluate_cli.py.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from ..reference.model import SIZE_MULTIPLE  # H and W of MPRNet's input are mul
 from ..tasks import TASKS
 
 # pad_to_multiple and TASKS stay importable from here, as before the split.
-__all__ = ["restore", "check_tiling", "pad_to_multiple", "tile_starts", "tiling_difference", "psnr", "TASKS"]
+__all__ = ["restore", "check_tiling", "pad_to_multiple", "tile_starts", "tile_count", "tiling_difference", "psnr",
+           "TASKS"]
 
 
 def _is_int(value) -> bool:
@@ -45,11 +50,12 @@ def _is_int(value) -> bool:
 
 
 def check_tiling(tile, overlap, prefix: str = "") -> None:
-    """ValueError naming the argument (prefixed, e.g. "--" for the CLI) unless tile is None or a
-    positive multiple of 8 and 0 <= overlap < tile."""
+    """ValueError naming the argument (prefixed: "--" words it for the command line) unless tile
+    is None or a positive multiple of 8 and 0 <= overlap < tile."""
     if tile is not None and (not _is_int(tile) or tile < SIZE_MULTIPLE or tile % SIZE_MULTIPLE):
-        raise ValueError(f"{prefix}tile: expected a positive multiple of {SIZE_MULTIPLE} (or None for the whole "
-                         f"image at once), got {tile!r}")
+        whole = "leave --tile out" if prefix == "--" else "None"  # the CLI has no None to give
+        raise ValueError(f"{prefix}tile: expected a positive multiple of {SIZE_MULTIPLE} ({whole} for whole "
+                         f"images), got {tile!r}")
     if not _is_int(overlap) or overlap < 0:
         raise ValueError(f"{prefix}overlap: expected an integer >= 0, got {overlap!r}")
     if tile is not None and overlap >= tile:
@@ -93,6 +99,16 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return list(range(0, size - tile, tile - overlap)) + [size - tile]
 
 
+def tile_count(height: int, width: int, tile: int | None, overlap: int = 32) -> int:
+    """How many model calls restore() makes for one (N, 3, height, width) image: the tiles of
+    the image padded to multiples of 8, or 1 (whole image, or one that fits a tile)."""
+    check_tiling(tile, overlap)
+    h, w = -(-height // SIZE_MULTIPLE) * SIZE_MULTIPLE, -(-width // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    if tile is None or max(h, w) <= tile:
+        return 1
+    return len(tile_starts(h, tile, overlap)) * len(tile_starts(w, tile, overlap))
+
+
 def _ramp(length: int, overlap: int, rise: bool, fall: bool, dtype, device) -> torch.Tensor:
     """1-D blending weights of a tile side: 1, ramping down to 1/(overlap+1) over the overlap
     pixels at an end that borders another tile (rise: the start, fall: the end)."""
@@ -106,30 +122,38 @@ def _ramp(length: int, overlap: int, rise: bool, fall: bool, dtype, device) -> t
     return w
 
 
-def _run_tiled(model, x: torch.Tensor, tile: int, overlap: int, device, dtype) -> torch.Tensor:
+def _run_tiled(model, x: torch.Tensor, tile: int, overlap: int, device, dtype, progress) -> torch.Tensor:
     """The model on overlapping tiles of x (N, C, H, W, multiples of 8), blended (module docstring)."""
     n, c, h, w = x.shape
     acc_dtype = torch.float32 if x.device.type == "mps" else torch.float64  # mps has no float64
     total = torch.zeros((n, c, h, w), dtype=acc_dtype, device=x.device)
     weight = torch.zeros((h, w), dtype=acc_dtype, device=x.device)
     th, tw = min(tile, h), min(tile, w)
-    for top in tile_starts(h, tile, overlap):
+    tops, lefts = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    done = 0
+    for top in tops:
         wy = _ramp(th, overlap, top > 0, top + th < h, acc_dtype, x.device)
-        for left in tile_starts(w, tile, overlap):
+        for left in lefts:
             wx = _ramp(tw, overlap, left > 0, left + tw < w, acc_dtype, x.device)
             window = wy[:, None] * wx[None, :]
             out = _run(model, x[..., top:top + th, left:left + tw], device, dtype)
             total[..., top:top + th, left:left + tw] += out.to(acc_dtype) * window
             weight[top:top + th, left:left + tw] += window
+            done += 1
+            if progress is not None:
+                progress(done, len(tops) * len(lefts))
     return (total / weight).to(x.dtype)
 
 
-def restore(model, image: torch.Tensor, tile: int | None = None, overlap: int = 32) -> torch.Tensor:
+def restore(model, image: torch.Tensor, tile: int | None = None, overlap: int = 32, progress=None) -> torch.Tensor:
     """The restored image: model's stage-3 output on image ((3, H, W) or (N, 3, H, W), floats in
     [0, 1], any H and W), same shape, clamped to [0, 1]. With tile, in overlapping tile x tile
     pieces blended together (close to, not equal to, the whole-image result: see the module
-    docstring). Raises ValueError naming a bad argument."""
+    docstring). progress(done, total), if given, is called after every model call. Raises
+    ValueError (TypeError for progress) naming a bad argument."""
     check_tiling(tile, overlap)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress: expected a callable(done, total) or None, got {type(progress).__name__}")
     x, unbatched = _as_batch(image, model)
     device, dtype = _device_dtype(model, x)
     h, w = x.shape[-2:]
@@ -137,8 +161,10 @@ def restore(model, image: torch.Tensor, tile: int | None = None, overlap: int = 
         padded = pad_to_multiple(x)
         if tile is None or max(padded.shape[-2:]) <= tile:
             out = _run(model, padded, device, dtype)
+            if progress is not None:
+                progress(1, 1)
         else:
-            out = _run_tiled(model, padded, tile, overlap, device, dtype)
+            out = _run_tiled(model, padded, tile, overlap, device, dtype, progress)
         out = out[..., :h, :w].clamp(0, 1)
     out = out.clone()  # outside inference mode: an ordinary tensor the caller may modify in place
     return out[0] if unbatched else out

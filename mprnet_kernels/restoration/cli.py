@@ -1,17 +1,23 @@
-"""Restore image files or folders with an MPRNet checkpoint, one 8-bit RGB PNG per input, whole or in tiles.
+"""Restore image files or folders with an MPRNet checkpoint, one PNG per input, whole or in tiles.
 
 CLI (``mprnet-kernels restore INPUT... -o OUT --checkpoint CKPT``): INPUTs are image files or
 folders (the image files directly inside, sorted by name; other files skipped). Each input is
 written as OUT/<stem>.png at its own size; two inputs with the same stem (compared without case,
 as some file systems do) or an output that would overwrite an input stop the command before any
 work (exit 2), as do a missing input path or checkpoint, a bad --tile/--overlap or a checkpoint
-that does not load. The model is built from the checkpoint itself (its 'config' entry, else the
-shapes of its weights). --task only names what the checkpoint is for: it is checked against the
-checkpoint (a 'task' entry or the task in its saved 'args', else the preset whose widths it
-has) and a mismatch is a warning, since a model trained for one degradation still runs on
-another. Grayscale, alpha, palette and 16-bit inputs are converted to RGB with a note on stdout;
-a file that cannot be read or restored is reported on stderr and skipped, and the exit status
-is then 1 (0 when every input was written).
+that does not load (said in one line). The model is built from the checkpoint itself (its
+'config' entry, else the shapes of its weights). --task only names what the checkpoint is for:
+by default the checkpoint's own (restoration/loading.py); one given is checked against it and a
+mismatch is a warning, since a model trained for one degradation still runs on another.
+
+Outputs keep the input's kind where the RGB model allows: grayscale in, grayscale out (run as 3
+equal channels, written as their mean; 8-bit for 8-bit and 1-bit files, 16-bit for 16-bit ones),
+RGB out for everything else (alpha dropped, palettes and CMYK converted, 16-bit colour read as 8
+bits by Pillow). The EXIF orientation is applied, so outputs are upright as viewers show the
+inputs. Whatever an output lost or changed against its input is a note on stdout. A file that
+cannot be read or restored is reported on stderr and skipped, and the exit status is then 1 (0
+when every input was written). The progress bar counts tiles with --tile (so one large image
+moves it), images without.
 
 The restoring itself is mprnet_kernels.restoration.restore(); this module adds the files,
 the checkpoint and the messages.
@@ -25,7 +31,8 @@ from pathlib import Path
 import torch
 
 from ..tasks import TASKS
-from . import check_tiling, restore
+from . import check_tiling, restore, tile_count
+from .loading import choose_task, describe, load_for_restoring
 
 
 class _UsageError(Exception):
@@ -40,18 +47,64 @@ def add_arguments(parser) -> None:
                              "files of those names are replaced)")
     parser.add_argument("--checkpoint", required=True, metavar="CKPT",
                         help="MPRNet checkpoint (upstream's or mprnet-kernels train's); the model is built to fit it")
-    parser.add_argument("--task", choices=TASKS, default="deblur",
-                        help="what the checkpoint restores (default deblur); only checked against the checkpoint, "
-                             "a mismatch is a warning")
+    add_task_argument(parser)
+    add_tile_arguments(parser)
+    parser.add_argument("--device", default=None,
+                        help="torch device to run on (default: cuda when available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def add_task_argument(parser) -> None:
+    parser.add_argument("--task", choices=TASKS, default=None,
+                        help="what the checkpoint restores (default: the task it records, or the one whose preset "
+                             "widths it has); only checked against the checkpoint, a mismatch is a warning")
+
+
+def add_tile_arguments(parser) -> None:
     parser.add_argument("--tile", type=int, default=None, metavar="T",
                         help="restore in T x T tiles (a multiple of 8) to bound memory on big images; default: "
                              "whole images. Tiled output differs slightly from whole-image output because "
                              "MPRNet's channel attention pools over its whole input")
     parser.add_argument("--overlap", type=int, default=32, metavar="O",
                         help="pixels by which tiles overlap and are cross-faded, less than --tile (default 32)")
-    parser.add_argument("--device", default=None,
-                        help="torch device to run on (default: cuda when available, else cpu)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def progress_bar(total: int, unit: str, disable: bool):
+    """The commands' progress bar: tqdm on stderr (off with --no-progress or when stderr is not
+    a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=True if disable else None, dynamic_ncols=True)
+
+
+def step_counts(files, tile, overlap) -> list[int]:
+    """Model calls per file (tile_count from the header; 1 for a file whose header does not
+    read, which fails later anyway): the progress bar's steps."""
+    from ..images import ImageReadError, image_size
+
+    counts = []
+    for f in files:
+        try:
+            counts.append(tile_count(*image_size(f), tile, overlap))
+        except ImageReadError:
+            counts.append(1)
+    return counts
+
+
+def open_checkpoint(path, device: torch.device, task):
+    """(LoadedCheckpoint, task, warning or None); _UsageError in one line when the file is
+    missing or does not load, or when no task is given and the checkpoint says none."""
+    try:
+        loaded = load_for_restoring(Path(path), device=device)
+    except FileNotFoundError:
+        raise _UsageError(f"--checkpoint: {path}: no such file") from None
+    except ValueError as e:
+        raise _UsageError(f"--checkpoint: {path}: {e}") from None
+    try:
+        task, warning = choose_task(task, loaded)
+    except ValueError as e:
+        raise _UsageError(str(e)) from None
+    return loaded, task, warning
 
 
 def _device(name: str | None) -> torch.device:
@@ -110,69 +163,25 @@ def output_paths(files: list[Path], out_dir: Path) -> list[Path]:
     return targets
 
 
-def _saved_task(checkpoint) -> str | None:
-    """The task a checkpoint records: a 'task' entry, or the one in its 'args' (the command-line
-    arguments `mprnet-kernels train` saves)."""
-    args = checkpoint.get("args")
-    for saved in (checkpoint.get("task"), args.get("task") if isinstance(args, dict) else None):
-        if isinstance(saved, str):
-            return saved
-    return None
-
-
-def _task_warning(checkpoint, config: dict, task: str) -> str | None:
-    """A warning when the checkpoint says (_saved_task) or looks (the widths of a preset) like it
-    was made for another task than --task."""
-    from ..reference import PRESETS
-
-    saved = _saved_task(checkpoint)
-    if saved is not None:
-        return None if saved == task else f"the checkpoint was trained for {saved}, not --task {task}"
-    widths = ("n_feat", "scale_unetfeats", "scale_orsnetfeats")
-    presets = [name for name, p in PRESETS.items() if all(config.get(k) == p[k] for k in widths)]
-    if presets and task not in presets:
-        return f"the checkpoint has the {presets[0]} preset's widths, but --task is {task}"
-    return None
-
-
-def load_model(path, device: torch.device, task: str):
-    """(model, config, warning or None): the fast MPRNet built to fit the checkpoint, loaded, in
-    eval mode on device. _UsageError when the file is missing or not an MPRNet checkpoint."""
-    from ..checkpoint import checkpoint_config, load_checkpoint
-    from ..model import MPRNet
-
-    path = Path(path)
-    if not path.is_file():
-        raise _UsageError(f"--checkpoint: {path}: no such file")
-    try:
-        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
-        config = checkpoint_config(checkpoint)
-        model = MPRNet(**config)
-        load_checkpoint(model, checkpoint)
-    except Exception as e:  # unpickling, not MPRNet weights, shapes that do not fit: all a bad file
-        raise _UsageError(f"--checkpoint: {path}: cannot load it ({type(e).__name__}: {e})") from None
-    return model.to(device).eval(), config, _task_warning(checkpoint, config, task)
-
-
-def _restore_file(model, path: Path, target: Path, tile, overlap, say) -> bool:
+def _restore_file(model, path: Path, target: Path, tile, overlap, say, progress) -> bool:
     """Reads, restores and writes one image; False (after saying why on stderr) if it failed."""
-    from ..images import ImageReadError, read_image, write_png
+    from ..images import ImageReadError, read_image_file, write_png
 
     try:
-        image, note = read_image(path)
+        f = read_image_file(path)
     except ImageReadError as e:
         say(f"error: {e}", sys.stderr)
         return False
-    if note:
-        say(f"note: {path}: {note}", sys.stdout)
+    if f.output_note:
+        say(f"note: {path}: {f.output_note}", sys.stdout)
     try:
-        restored = restore(model, image, tile=tile, overlap=overlap)
+        restored = restore(model, f.image, tile=tile, overlap=overlap, progress=progress)
     except RuntimeError as e:  # out of memory, mostly
         hint = "; try --tile 512 (or smaller)" if "out of memory" in str(e).lower() else ""
         say(f"error: {path}: restoring failed ({type(e).__name__}: {str(e).splitlines()[0]}){hint}", sys.stderr)
         return False
     try:
-        write_png(target, restored)
+        write_png(target, restored, mode=f.mode)
     except OSError as e:
         say(f"error: {path}: cannot write {target} ({e})", sys.stderr)
         return False
@@ -180,35 +189,40 @@ def _restore_file(model, path: Path, target: Path, tile, overlap, say) -> bool:
 
 
 def main(args) -> int:
-    from tqdm import tqdm
-
     try:
         check_tiling(args.tile, args.overlap, prefix="--")
         device = _device(args.device)
         files = collect_inputs(args.inputs)
         out_dir = Path(args.output)
         targets = output_paths(files, out_dir)
-        model, config, warning = load_model(args.checkpoint, device, args.task)
+        loaded, task, warning = open_checkpoint(args.checkpoint, device, args.task)
     except (_UsageError, ValueError) as e:
         print(f"mprnet-kernels restore: {e}", file=sys.stderr)
         return 2
     if warning:
         print(f"warning: {warning}; restoring anyway", file=sys.stderr)
     how = f"tiles {args.tile} overlapping by {args.overlap}" if args.tile else "whole images"
-    widths = ", ".join(f"{k}={config[k]}" for k in ("n_feat", "scale_unetfeats", "scale_orsnetfeats", "num_cab")
-                       if k in config)
-    print(f"restoring {len(files)} image(s) with {args.checkpoint} ({args.task}; MPRNet {widths}) on {device}, {how}")
+    print(f"restoring {len(files)} image(s) with {args.checkpoint} ({task}; MPRNet {describe(loaded.config)}) "
+          f"on {device}, {how}")
 
-    bar = tqdm(total=len(files), unit="image", file=sys.stderr, disable=True if args.no_progress else None)
+    counts = step_counts(files, args.tile, args.overlap)
+    bar = progress_bar(sum(counts), "tile" if args.tile else "image", args.no_progress)
 
     def say(message, stream):
         bar.write(message, file=stream)
 
     failed = 0
     with bar:
-        for path, target in zip(files, targets):
-            failed += not _restore_file(model, path, target, args.tile, args.overlap, say)
-            bar.update()
-    done = len(files) - failed
-    print(f"wrote {done} PNG(s) to {out_dir}" + (f"; {failed} input(s) failed (see above)" if failed else ""))
+        for path, target, count in zip(files, targets, counts):
+            bar.set_postfix_str(path.name, refresh=False)
+            done = [0]
+
+            def progress(step, total, done=done):
+                bar.update(step - done[0])
+                done[0] = step
+
+            failed += not _restore_file(loaded.model, path, target, args.tile, args.overlap, say, progress)
+            bar.update(max(0, count - done[0]))  # a failed file, or a header that misjudged the count
+    written = len(files) - failed
+    print(f"wrote {written} PNG(s) to {out_dir}" + (f"; {failed} input(s) failed (see above)" if failed else ""))
     return 1 if failed else 0
