@@ -287,3 +287,26 @@ def test_shapes_come_from_the_model():
         model(torch.empty(2, 3, 64, 64, device="meta"))
     for op, total in elements.items():
         assert sum(s.calls * s.numel for s in found[op]) == total
+
+
+def test_local_attention_rows(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert _bench("--ops", "model", "--local-attention", "--json", str(path), "--plot", str(tmp_path / "p")) == 0
+    out = capsys.readouterr().out
+    assert "MPRNet inference, local CA" in out and "local costs" in out
+    data = json.loads(path.read_text())
+    assert data["config"]["local_attention"] is True
+    (local,) = [r for r in data["rows"] if r["name"] == "mprnet_inference_local"]
+    assert local["ok"] and local["train_size"] == 8 and local["ours_global_ms"] > 0
+    assert set(local["errors"]) == {"ours", "eager"} and local["ours_ms"] > 0 and local["eager_ms"] > 0
+    assert_png(tmp_path / "p" / "model_inference_local.png")
+    from mprnet_kernels.benchmark import BenchConfig, model_runs
+    from mprnet_kernels.benchmark.config import TINY
+
+    assert model_runs.local_train_size(720) == 360 and model_runs.local_train_size(20) == 8
+    # the cached models go back to global attention after the row
+    model_runs.local_row("deblur", 16, torch.float32, BenchConfig(sizes=TINY), TINY)
+    try:
+        assert all(m.local_attention is None for m in model_runs.model_pair("deblur", "cpu", TINY.model_overrides))
+    finally:
+        model_runs.clear_models()

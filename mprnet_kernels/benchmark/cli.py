@@ -42,6 +42,10 @@ def add_arguments(parser) -> None:
                              f"training step end to end); default all")
     parser.add_argument("--presets", metavar="LIST", default="",
                         help=f"comma list of presets ({','.join(PRESETS)}); default deblur, all with --full")
+    parser.add_argument("--local-attention", action="store_true",
+                        help="also time inference with local channel attention (TLC: MPRNet.set_local_attention, "
+                             "train_size half the image so that every window is smaller than its map): the fast "
+                             "local model vs the reference local model, and what local costs over the fast global one")
     parser.add_argument("--json", metavar="PATH", help="write the results (device, versions, commit, threads, "
                                                        "every row) as JSON")
     parser.add_argument("--plot", metavar="DIR", help="write PNG plots into DIR (needs matplotlib: the bench extra)")
@@ -80,7 +84,7 @@ def main(args) -> int:
     compile_ = args.compile if args.compile is not None else device == "cuda"
     cfg = BenchConfig(device=device, full=args.full, compile=compile_, ops=ops, presets=presets,
                       sizes=TINY if args.tiny else None, progress=not args.no_progress,
-                      compile_model=bool(args.compile) and args.full)
+                      compile_model=bool(args.compile) and args.full, local_attention=args.local_attention)
     t0 = time.perf_counter()
 
     # 1. Every op and backend against the float64 reference, on small inputs ("model" alone: none).

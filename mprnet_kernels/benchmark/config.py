@@ -65,6 +65,7 @@ class BenchConfig:
     sizes: Optional[Sizes] = None
     progress: bool = True
     compile_model: bool = False      # torch.compile the whole reference model too (minutes)
+    local_attention: bool = False    # inference rows with local channel attention too (model_runs.local_row)
 
     def resolved_sizes(self) -> Sizes:
         return self.sizes or default_sizes(self.device, self.full)

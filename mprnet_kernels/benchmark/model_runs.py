@@ -15,11 +15,11 @@ from ..registry import spec
 from ..tasks import TASK_LOSSES
 from ..testing import rel_err
 from .config import BenchConfig, Sizes
-from .results import Row
+from .results import Row, format_ms
 from .timing import median_time, peak_memory
 
 __all__ = ["TRAIN_LR", "autocast", "clear_models", "first_step_error", "flat_grads", "model_impls", "model_pair",
-           "model_row", "model_tolerance", "train_row", "training_step"]
+           "local_row", "local_train_size", "model_row", "model_tolerance", "train_row", "training_step"]
 
 
 _models: Dict[tuple, tuple] = {}
@@ -141,9 +141,11 @@ def _free_device_memory(device) -> None:
         torch.cuda.empty_cache()
 
 
-def model_row(preset: str, image: int, dtype, cfg: BenchConfig, sizes: Sizes) -> Row:
+def model_row(preset: str, image: int, dtype, cfg: BenchConfig, sizes: Sizes, impls: Optional[tuple] = None) -> Row:
+    """Inference of each implementation (or of those named in `impls`), checked and timed."""
     device = cfg.device
-    impls = model_impls(preset, device, sizes.model_overrides, cfg.compile_model)
+    found = model_impls(preset, device, sizes.model_overrides, cfg.compile_model)
+    impls = {k: v for k, v in found.items() if impls is None or k in impls}
     x = torch.rand(1, 3, image, image, device=device, generator=torch.Generator(device=device).manual_seed(0))
     half = dtype != torch.float32
     row = Row(kind="model", name="mprnet_inference", preset=preset, shape=list(x.shape), device=device,
@@ -178,6 +180,39 @@ def model_row(preset: str, image: int, dtype, cfg: BenchConfig, sizes: Sizes) ->
                 notes.append(f"{name} {err:.1e} off the reference")
     row.ok = all(e < tolerance for e in row.errors.values())
     row.note = "; ".join(notes)
+    return row
+
+
+def local_train_size(image: int) -> int:
+    """The train_size of the local-attention rows: half the image (a multiple of 8), so that
+    every window is smaller than its map, as on a full-resolution photo with train_size 256."""
+    return max(8, image // 2 // 8 * 8)
+
+
+def local_row(preset: str, image: int, dtype, cfg: BenchConfig, sizes: Sizes) -> Row:
+    """Inference with local channel attention (MPRNet.set_local_attention): the fast local model
+    ("ours") against the reference local model ("eager"), and the fast global model on the
+    same input (ours_global_ms: what local costs)."""
+    ref, ours = model_pair(preset, cfg.device, sizes.model_overrides)
+    train_size = local_train_size(image)
+    try:
+        ours_global = None
+        x = torch.rand(1, 3, image, image, device=cfg.device, generator=torch.Generator(device=cfg.device).manual_seed(0))
+        with torch.no_grad(), autocast(cfg.device, dtype):
+            ours.eval()
+            ours_global = median_time(lambda: ours(x), cfg.device, max(sizes.warmup - 1, 0),
+                                      sizes.model_reps or sizes.reps) * 1e3
+        for m in (ref, ours):
+            m.set_local_attention(train_size)
+        row = model_row(preset, image, dtype, cfg, sizes, impls=("eager", "ours"))
+    finally:
+        for m in (ref, ours):
+            m.set_local_attention(None)
+    row.name, row.train_size, row.ours_global_ms = "mprnet_inference_local", train_size, ours_global
+    cost = f"train_size {train_size}; ours global {format_ms(ours_global)} ms"
+    if row.ours_ms:
+        cost += f", local costs {100 * (row.ours_ms / ours_global - 1):+.0f}%"
+    row.note = "; ".join(n for n in (cost, row.note) if n)
     return row
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .report import format_ms
-from .results import IMPLS, Row
+from .results import IMPLS, Row, format_ms
 from .timing import copy_bandwidth
 
 __all__ = ["figures", "matplotlib_missing", "write_plots"]
@@ -61,8 +60,8 @@ def figures(rows: Sequence[Row], copy_gb_per_s: Optional[float] = None) -> Dict[
       torch.compile of the eager reference (eager_ms / ours_ms), a line at 1x;
     - ops_bandwidth.png: ours' achieved GB/s per op and case, each bar labelled with its % of
       the copy bandwidth (measured here unless `copy_gb_per_s` is given), drawn as a line;
-    - model_inference.png, model_training.png: median time of each implementation per preset,
-      shape and dtype, and peak memory when measured.
+    - model_inference.png, model_inference_local.png, model_training.png: median time of each
+      implementation per preset, shape and dtype, and peak memory when measured.
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -113,6 +112,8 @@ def figures(rows: Sequence[Row], copy_gb_per_s: Optional[float] = None) -> Dict[
                   draw_bandwidth)
 
     for name, fname, title in (("mprnet_inference", "model_inference.png", "MPRNet inference"),
+                               ("mprnet_inference_local", "model_inference_local.png",
+                                "MPRNet inference, local channel attention"),
                                ("mprnet_training_step", "model_training.png",
                                 "MPRNet training step (forward, MPRNetLoss, backward, Adam)")):
         selected = [r for r in rows if r.kind == "model" and r.name == name]

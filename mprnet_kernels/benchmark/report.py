@@ -15,19 +15,16 @@ import torch
 from ..version import __version__
 from .config import BenchConfig
 from .model_runs import TRAIN_LR
-from .results import IMPLS, Row
+from .results import IMPLS, Row, format_ms
 from .timing import MEMORY_MEASURE, copy_bandwidth
 
 __all__ = ["display_name", "environment", "format_ms", "format_table", "results_dict"]
 
 
-def format_ms(v: Optional[float]) -> str:
-    return "-" if v is None else (f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}")
-
-
 def display_name(r: Row) -> str:
     if r.kind == "model":
-        return "MPRNet inference" if r.name == "mprnet_inference" else "MPRNet training step"
+        return {"mprnet_inference": "MPRNet inference", "mprnet_inference_local": "MPRNet inference, local CA",
+                "mprnet_training_step": "MPRNet training step"}[r.name]
     return r.name + (" (fwd)" if r.mode == "forward" else "")
 
 
@@ -118,7 +115,8 @@ def results_dict(cfg: BenchConfig, rows: Sequence[Row], verify_results: Sequence
                              "train_warmup": sizes.train_warmup, "train_reps": sizes.train_reps},
                    "op_modes": cfg.op_modes(), "model_dtypes": [str(d)[6:] for d in cfg.model_dtypes()],
                    "train_dtypes": [str(d)[6:] for d in cfg.train_dtypes()],
-                   "compile_model": cfg.compile_model, "train_lr": TRAIN_LR},
+                   "compile_model": cfg.compile_model, "local_attention": cfg.local_attention,
+                   "train_lr": TRAIN_LR},
         "verify": [{"op": v.op, "device": v.device, "backend": v.backend, "dtype": str(v.dtype).replace("torch.", ""),
                     "forward": v.forward, "backward": v.backward, "tolerance": v.tolerance, "ok": v.ok}
                    for v in verify_results],

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-__all__ = ["IMPLS", "Row"]
+__all__ = ["IMPLS", "Row", "format_ms"]
+
+def format_ms(v: Optional[float]) -> str:
+    """A time in ms as tables, notes and plots show it."""
+    return "-" if v is None else (f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}")
+
 
 #: Implementations in the order tables and plots show them.
 IMPLS = ("ours", "eager", "compile", "ours_compile")
@@ -34,6 +39,9 @@ class Row:
     mode: str = "forward+backward"
     ours_compile_ms: Optional[float] = None  # models: torch.compile of the fast MPRNet
     peak_mib: Dict[str, float] = field(default_factory=dict)  # models: impl -> peak_memory in MiB
+    # Local-attention inference rows: the fast model with global attention, same input (what local costs).
+    ours_global_ms: Optional[float] = None
+    train_size: Optional[int] = None  # local-attention rows: set_local_attention's train_size
 
     @property
     def speedup(self) -> Optional[float]:

@@ -8,7 +8,7 @@ from typing import List
 from ..registry import OPS
 from .cases import op_cases
 from .config import BenchConfig
-from .model_runs import clear_models, model_row, train_row
+from .model_runs import clear_models, local_row, model_row, train_row
 from .op_runs import op_rows
 from .results import Row
 from .timing import copy_bandwidth
@@ -83,6 +83,9 @@ def plan(cfg: BenchConfig) -> List[tuple]:
                     label = f"MPRNet {preset} {image}x{image} {str(dtype)[6:]}"
                     cases.append((label, lambda preset=preset, image=image, dtype=dtype: [
                         model_row(preset, image, dtype, cfg, sizes)]))
+                    if cfg.local_attention:
+                        cases.append((label + " local CA", lambda preset=preset, image=image, dtype=dtype: [
+                            local_row(preset, image, dtype, cfg, sizes)]))
             for dtype in cfg.train_dtypes():
                 b, i = sizes.train_batch, sizes.train_image
                 label = f"MPRNet training step {preset} {b}x3x{i}x{i} {str(dtype)[6:]}"
