@@ -125,16 +125,9 @@ def rgb_to_y(image: torch.Tensor) -> torch.Tensor:
     return ((image * weights).sum(-3, keepdim=True) + Y_OFFSET) / 255.0
 
 
-def ssim_function() -> Tuple[Optional[Callable], Optional[str]]:
-    """(ssim(output, target) -> per-image SSIM, None): what training's validation scores.
-
-    The pair form stays from when SSIM needed torchmetrics (the second item said why there was
-    none); it is always None now. The function clamps the output to [0, 1] and uses
-    border="reflect": the numbers torchmetrics gave, so a run's log.csv keeps one meaning, and
-    validation images down to 6 x 6 are scored."""
-
-    def validation_ssim(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return ssim(output.float().clamp(0, 1), target.float(), data_range=1.0, border="reflect")
-
-    return validation_ssim, None
+def validation_ssim(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM as training's validation scores it: the output clamped to [0, 1] and
+    border="reflect", the numbers torchmetrics gave before SSIM was the library's own, so a
+    run's log.csv keeps one meaning, and validation images down to 6 x 6 are scored."""
+    return ssim(output.float().clamp(0, 1), target.float(), data_range=1.0, border="reflect")
 

@@ -9,7 +9,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 
 from mprnet_kernels import metrics
-from mprnet_kernels.metrics import psnr, rgb_to_y, ssim, ssim_function
+from mprnet_kernels.metrics import psnr, rgb_to_y, ssim, validation_ssim
 
 SIZES = [(1, 3, 11, 11), (2, 3, 24, 40), (1, 3, 13, 29), (1, 1, 37, 16), (3, 3, 31, 12), (1, 3, 64, 47)]
 
@@ -120,11 +120,10 @@ def test_psnr_per_image_and_in_float64():
     assert psnr(target + 2, target).tolist() == pytest.approx([10 * math.log10(4)] * 2)  # output clamped
 
 
-def test_ssim_function_needs_no_torchmetrics(monkeypatch):
+def test_validation_ssim_needs_no_torchmetrics(monkeypatch):
     for name in [m for m in sys.modules if m == "torchmetrics" or m.startswith("torchmetrics.")] + ["torchmetrics"]:
         monkeypatch.setitem(sys.modules, name, None)  # `import torchmetrics` now raises ImportError
-    fn, why = ssim_function()
-    assert why is None and callable(fn)
+    fn = validation_ssim
     x, y = pair((2, 3, 8, 8), seed=1)
     assert fn(x, x).tolist() == pytest.approx([1.0, 1.0])
     clamped = torch.ones_like(x, dtype=torch.float32)  # the output is clamped to [0, 1] first
@@ -132,7 +131,7 @@ def test_ssim_function_needs_no_torchmetrics(monkeypatch):
 
 
 def test_validation_ssim_keeps_the_torchmetrics_numbers():
-    fn, _ = ssim_function()
+    fn = validation_ssim
     x, y = pair((2, 3, 24, 40), seed=2)
     x, y = x.float(), y.float()
     assert torch.allclose(fn(x, y).float(), tm_ssim(x, y, data_range=1.0, reduction="none"), atol=1e-5)

@@ -32,7 +32,7 @@ data: --data DIR reads DIR/train and DIR/val; --train-dir A --val-dir B reads an
   Training draws one random patch per image per sample, with the same random flip/rotation on
   input and target; each epoch covers every pair at least once in ceil(pairs / batch) full
   batches. Validation scores whole images (reflect-padded to a multiple of 8, output cropped
-  back): PSNR of the stage-3 output clamped to [0,1], and SSIM when torchmetrics is installed.
+  back): PSNR and SSIM of the stage-3 output clamped to [0,1].
 
 speed: bf16 autocast and channels_last on CUDA (--no-amp: float32); float32 on CPU.
 multi-GPU: torchrun --nproc_per_node N -m mprnet_kernels.cli train ... (nccl on CUDA, gloo on

@@ -2,7 +2,7 @@
 
 On resume the rows of epochs after the checkpoint (written by the interrupted run after its
 last save) are dropped, so the log of a resumed run reads like that of an uninterrupted one.
-Empty cells: no validation that epoch, or no SSIM (torchmetrics missing).
+Empty cells: no validation that epoch.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from .config import TrainConfig, describe
 from .data import TrainPatches, ValImages, find_pairs
 from .distributed import Dist, all_reduce_sum, cleanup, setup
 from .errors import SetupError
-from ..metrics import ssim_function
+from ..metrics import validation_ssim
 from .recipe import ADAM_BETAS, ADAM_EPS
 from .runlog import RunLog
 from .sampler import EpochSampler
@@ -143,13 +143,10 @@ def _train(config, d: Dist, checkpoint, weights, loss_fn, on_step) -> TrainResul
     val_set = ValImages(val_pairs)
     val_loader = DataLoader(Subset(val_set, range(d.rank, len(val_set), d.world)), batch_size=1,
                             num_workers=min(workers, 4), pin_memory=cuda)
-    ssim, why_no_ssim = ssim_function()
 
     say(describe(config, d.world, str(d.device), amp, workers))
     say(f"data: {len(train_pairs)} training pairs ({sampler.steps} steps per epoch), "
         f"{len(val_pairs)} validation images")
-    if why_no_ssim:
-        say(why_no_ssim)
     result = TrainResult(model=model, first_epoch=start, epochs=config.epochs,
                          best_psnr=best_psnr, best_epoch=best_epoch)
     if start >= config.epochs:
@@ -208,7 +205,7 @@ def _train(config, d: Dist, checkpoint, weights, loss_fn, on_step) -> TrainResul
         val_psnr = val_ssim = None
         done = epoch + 1
         if done % config.val_every == 0 or done == config.epochs:
-            val_psnr, val_ssim = validate(model, val_loader, d, amp, ssim)
+            val_psnr, val_ssim = validate(model, val_loader, d, amp, validation_ssim)
         improved = val_psnr is not None and val_psnr > result.best_psnr
         if improved:
             result.best_psnr, result.best_epoch = val_psnr, done

@@ -132,12 +132,11 @@ def test_upstream_checkpoint_resumes(pairs, tmp_path):
     assert ckpt["optimizer"]["state"][0]["step"].item() == 2  # Adam's state continued
 
 
-def test_training_runs_without_torchmetrics(pairs, tmp_path, monkeypatch, capsys):
+def test_training_logs_ssim_without_torchmetrics(pairs, tmp_path, monkeypatch, capsys):
+    # SSIM is the library's own (metrics.ssim): torchmetrics is only what the tests compare it with.
     for name in [m for m in sys.modules if m == "torchmetrics" or m.startswith("torchmetrics.")] + ["torchmetrics"]:
         monkeypatch.setitem(sys.modules, name, None)  # makes `import torchmetrics...` raise ImportError
     train(tiny_config(pairs, tmp_path / "run", epochs=1, max_steps=1))
-    out = capsys.readouterr().out
-    notices = [line for line in out.splitlines() if "SSIM not computed" in line]
-    assert len(notices) == 1 and "torchmetrics is not installed" in notices[0] and "[train]" in notices[0]
+    assert "SSIM not computed" not in capsys.readouterr().out
     row, = read_log(tmp_path / "run" / "log.csv")
-    assert row["val_ssim"] == "" and float(row["val_psnr"]) > 0
+    assert -1 <= float(row["val_ssim"]) <= 1 and float(row["val_psnr"]) > 0
