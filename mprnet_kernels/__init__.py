@@ -13,6 +13,8 @@ from ._build_info import build_info
 from .checkpoint import checkpoint_config, load_checkpoint, load_model
 from .model import MPRNet, Rewrites
 from .restoration import restore
+from .restoration.evaluate import Evaluation, evaluate
 from .version import __version__
 
-__all__ = ["CharbonnierLoss", "EdgeLoss", "MPRNet", "MPRNetLoss", "Rewrites", "build_info", "checkpoint_config", "load_checkpoint", "load_model", "ops", "restore", "__version__"]
+__all__ = ["CharbonnierLoss", "EdgeLoss", "Evaluation", "MPRNet", "MPRNetLoss", "Rewrites", "build_info",
+           "checkpoint_config", "evaluate", "load_checkpoint", "load_model", "ops", "restore", "__version__"]

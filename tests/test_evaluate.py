@@ -402,3 +402,11 @@ def test_cli_progress_bar_counts_tiles(checkpoint, tmp_path, capsys, monkeypatch
     assert bar.unit == "tile" and bar.total == 2 * tile_count(H, W, 16, 8) == sum(bar.steps) == len(bar.steps)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines if " dB  SSIM " in line] == ["im0", "im1"]  # one line per image
+
+
+def test_the_package_root_exports_evaluate():
+    import mprnet_kernels
+    from mprnet_kernels.restoration import evaluate as module
+
+    assert mprnet_kernels.evaluate is module.evaluate and mprnet_kernels.Evaluation is module.Evaluation
+    assert {"evaluate", "Evaluation", "load_model", "checkpoint_config"} <= set(mprnet_kernels.__all__)
