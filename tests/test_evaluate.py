@@ -351,7 +351,8 @@ def test_cli_help_lists_the_options(capsys):
     out = " ".join(capsys.readouterr().out.split())
     for text in ("--checkpoint CKPT", "--data ROOT", "--input DIR", "--target DIR", "--task", "--tile T",
                  "--overlap O", "--y-channel", "--no-quantize", "--csv PATH", "--json PATH", "--save DIR",
-                 "--device", "--no-progress", "PSNR and SSIM per image"):
+                 "--device", "--no-progress", "--local-attention", "--train-size S", "--base-size B",
+                 "PSNR and SSIM per image"):
         assert text in out, text
     with pytest.raises(SystemExit):
         cli.main(["--help"])
@@ -410,3 +411,18 @@ def test_the_package_root_exports_evaluate():
 
     assert mprnet_kernels.evaluate is module.evaluate and mprnet_kernels.Evaluation is module.Evaluation
     assert {"evaluate", "Evaluation", "load_model", "checkpoint_config"} <= set(mprnet_kernels.__all__)
+
+
+def test_local_attention_scores_and_settings(tiny, checkpoint, tmp_path, capsys):
+    inp, tgt, _ = noisy_pairs(tmp_path, count=2)
+    whole, local = evaluate(tiny, inp, tgt), evaluate(tiny, inp, tgt, local_attention=8)
+    assert whole.settings["local_attention"] is None and tiny.local_attention is None
+    assert local.settings["local_attention"] == {"train_size": [8, 8], "base_size": [12, 12]}
+    assert [r["psnr"] for r in local.rows] != [r["psnr"] for r in whole.rows]  # 24x40 maps, windows under them
+    status, stdout, err = run(capsys, ["--checkpoint", str(checkpoint), "--input", str(inp), "--target", str(tgt),
+                                       "--local-attention", "--train-size", "8", "--json", str(tmp_path / "r.json"),
+                                       "--no-progress"])
+    assert status == 0 and err == "", err
+    assert "local channel attention (train size 8, base size 12)" in stdout
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["local_attention"] == local.settings["local_attention"] and data["images"] == local.rows

@@ -579,3 +579,54 @@ def test_tiling_bench_script_runs(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "small config, random init: 1 images 32x32" in run.stdout
     assert "small config, trained 1 steps" in run.stdout and "tile 16 overlap 4: tiled vs whole" in run.stdout
+
+
+# --------------------------------------------------------------------------- local attention
+
+
+def test_local_attention_applies_for_the_call_only(tiny):
+    image = rand_image(3, 40, 56, seed=3)
+    whole = restore(tiny, image)
+    local = restore(tiny, image, local_attention=8)   # windows smaller than the maps at 40x56
+    assert tiny.local_attention is None and (local - whole).abs().max() > 1e-6
+    twin = seeded_model(TINY).set_local_attention(8)
+    assert torch.equal(restore(twin, image), local)  # the same as converting the model by hand
+    assert torch.equal(restore(twin, image, local_attention=False), whole)
+    assert twin.local_attention == {"train_size": (8, 8), "base_size": (12, 12)}  # its own setting back
+    assert torch.equal(restore(tiny, image, local_attention={"train_size": 8, "base_size": 12}), local)
+    assert torch.equal(restore(tiny, image, local_attention=True), restore(tiny, image, local_attention=256))
+
+
+@pytest.mark.parametrize("value, error, words", [
+    ("yes", TypeError, "local_attention: expected None, True, False"),
+    ({"train": 8}, ValueError, "local_attention: unknown key(s) ['train']"),
+    (12, ValueError, "train_size must be a positive int or (height, width), multiples of 8"),
+])
+def test_bad_local_attention_is_named(tiny, value, error, words):
+    with pytest.raises(error) as info:
+        restore(tiny, rand_image(3, 16, 16), local_attention=value)
+    assert words in str(info.value)
+    assert tiny.local_attention is None
+
+
+def test_cli_local_attention(tiny, checkpoint, inputs, tmp_path, capsys):
+    folder, files = inputs
+    picked = {k: files[k] for k in ("rgb", "rgba")}
+    out = tmp_path / "out"
+    assert cli.main(["restore", *map(str, picked.values()), "-o", str(out), "--checkpoint", str(checkpoint),
+                     "--local-attention", "--train-size", "8"]) == 0
+    assert "local channel attention (train size 8, base size 12)" in capsys.readouterr().out
+    check_outputs(out, tiny, picked, local_attention=8)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--train-size", "8"], "--train-size: only means something with --local-attention"),
+    (["--base-size", "8"], "--base-size: only means something with --local-attention"),
+    (["--local-attention", "--train-size", "12"], "--train-size must be a positive int"),
+    (["--local-attention", "--base-size", "0"], "--base-size must be a positive int"),
+])
+def test_cli_bad_local_attention_options_exit_2(checkpoint, inputs, tmp_path, capsys, argv, words):
+    status, err = cli_error(capsys, [str(inputs[1]["rgb"]), "-o", str(tmp_path / "o"), "--checkpoint",
+                                     str(checkpoint)] + argv)
+    assert status == 2 and words in err, err
+    assert not (tmp_path / "o").exists()

@@ -18,6 +18,10 @@ the same shape, clamped to [0, 1]:
   up to 1: a cross-fade. The weights are positive everywhere, so every pixel is covered, and a
   purely local model gives exactly its whole-image result. A side that fits in one tile is not
   cut; an image that fits in one tile takes the whole-image path.
+- ``local_attention`` switches the model's channel attention for the call (and back after it):
+  None leaves the model as it is, False runs global attention, True local attention (TLC,
+  ``MPRNet.set_local_attention``) with train_size 256, an int that train_size, a dict
+  ``{"train_size": ..., "base_size": ...}`` both.
 - ``progress(done, total)``, when given, is called after each model call: once per tile
   (``tile_count`` of them), or once for a whole image, so a caller can show progress inside one
   large image.
@@ -33,6 +37,8 @@ paired folders) is restoration/evaluate.py and the `evaluate` command restoratio
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..images import pad_to_multiple
@@ -41,7 +47,7 @@ from ..reference.model import SIZE_MULTIPLE  # H and W of MPRNet's input are mul
 from ..tasks import TASKS
 
 # pad_to_multiple and TASKS stay importable from here, as before the split.
-__all__ = ["restore", "check_tiling", "pad_to_multiple", "tile_starts", "tile_count", "tiling_difference", "psnr",
+__all__ = ["restore", "attention", "check_tiling", "local_attention_arguments", "pad_to_multiple", "tile_starts", "tile_count", "tiling_difference", "psnr",
            "TASKS"]
 
 
@@ -145,19 +151,59 @@ def _run_tiled(model, x: torch.Tensor, tile: int, overlap: int, device, dtype, p
     return (total / weight).to(x.dtype)
 
 
-def restore(model, image: torch.Tensor, tile: int | None = None, overlap: int = 32, progress=None) -> torch.Tensor:
+def local_attention_arguments(value) -> dict | None:
+    """set_local_attention's keyword arguments for restore's `local_attention` (None: leave the
+    model as it is; module docstring); ValueError/TypeError naming it otherwise."""
+    if value is None:
+        return None
+    if value is False:
+        return {"train_size": None}
+    if value is True:
+        return {"train_size": 256}
+    if _is_int(value):
+        return {"train_size": value}
+    if isinstance(value, dict):
+        unknown = set(value) - {"train_size", "base_size"}
+        if unknown:
+            raise ValueError(f"local_attention: unknown key(s) {sorted(unknown)}; expected train_size, base_size")
+        return {"train_size": value.get("train_size", 256), "base_size": value.get("base_size")}
+    raise TypeError(f"local_attention: expected None, True, False, a train_size or a dict with train_size and "
+                    f"base_size, got {value!r}")
+
+
+@contextlib.contextmanager
+def attention(model, local_attention):
+    """The model with `local_attention` applied (restore's argument) inside the block, and its
+    own attention back after it."""
+    arguments = local_attention_arguments(local_attention)
+    if arguments is None:
+        yield model
+        return
+    if not hasattr(model, "set_local_attention"):
+        raise TypeError(f"local_attention: {type(model).__name__} has no set_local_attention (an MPRNet has)")
+    before = model.local_attention
+    model.set_local_attention(**arguments)
+    try:
+        yield model
+    finally:
+        model.set_local_attention(**(before or {"train_size": None}))
+
+
+def restore(model, image: torch.Tensor, tile: int | None = None, overlap: int = 32, progress=None,
+            local_attention=None) -> torch.Tensor:
     """The restored image: model's stage-3 output on image ((3, H, W) or (N, 3, H, W), floats in
     [0, 1], any H and W), same shape, clamped to [0, 1]. With tile, in overlapping tile x tile
     pieces blended together (close to, not equal to, the whole-image result: see the module
-    docstring). progress(done, total), if given, is called after every model call. Raises
-    ValueError (TypeError for progress) naming a bad argument."""
+    docstring). progress(done, total), if given, is called after every model call.
+    local_attention: None (the model as it is), False, True, a train_size or a dict (module
+    docstring). Raises ValueError (TypeError for progress) naming a bad argument."""
     check_tiling(tile, overlap)
     if progress is not None and not callable(progress):
         raise TypeError(f"progress: expected a callable(done, total) or None, got {type(progress).__name__}")
     x, unbatched = _as_batch(image, model)
     device, dtype = _device_dtype(model, x)
     h, w = x.shape[-2:]
-    with torch.inference_mode():
+    with torch.inference_mode(), attention(model, local_attention):
         padded = pad_to_multiple(x)
         if tile is None or max(padded.shape[-2:]) <= tile:
             out = _run(model, padded, device, dtype)

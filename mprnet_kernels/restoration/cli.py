@@ -49,6 +49,7 @@ def add_arguments(parser) -> None:
                         help="MPRNet checkpoint (upstream's or mprnet-kernels train's); the model is built to fit it")
     add_task_argument(parser)
     add_tile_arguments(parser)
+    add_local_attention_arguments(parser)
     parser.add_argument("--device", default=None,
                         help="torch device to run on (default: cuda when available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -67,6 +68,36 @@ def add_tile_arguments(parser) -> None:
                              "MPRNet's channel attention pools over its whole input")
     parser.add_argument("--overlap", type=int, default=32, metavar="O",
                         help="pixels by which tiles overlap and are cross-faded, less than --tile (default 32)")
+
+
+def add_local_attention_arguments(parser) -> None:
+    parser.add_argument("--local-attention", action="store_true",
+                        help="local channel attention (TLC, Chu et al. 2022): each attention pools over a window "
+                             "the size of what it saw in training instead of the whole image, with the same "
+                             "weights; often better on images much larger than the training crops")
+    parser.add_argument("--train-size", type=int, default=None, metavar="S",
+                        help="with --local-attention: the crop size the model was trained on (default 256)")
+    parser.add_argument("--base-size", type=int, default=None, metavar="B",
+                        help="with --local-attention: the window at full resolution (default 1.5 x --train-size)")
+
+
+def apply_local_attention(model, args) -> str:
+    """Sets the command's --local-attention options on `model`; what to print about them.
+    _UsageError/ValueError naming the option when they do not fit."""
+    if not args.local_attention:
+        given = [f for f, v in (("--train-size", args.train_size), ("--base-size", args.base_size)) if v is not None]
+        if given:
+            raise _UsageError(f"{given[0]}: only means something with --local-attention")
+        return "global channel attention"
+    train = 256 if args.train_size is None else args.train_size
+    try:
+        model.set_local_attention(train, args.base_size)
+    except ValueError as e:
+        raise _UsageError(str(e).replace("set_local_attention: train_size", "--train-size")
+                          .replace("set_local_attention: base_size", "--base-size")
+                          .replace("set_local_attention: ", "")) from None
+    la = model.local_attention
+    return f"local channel attention (train size {la['train_size'][0]}, base size {la['base_size'][0]})"
 
 
 def progress_bar(total: int, unit: str, disable: bool):
@@ -196,6 +227,7 @@ def main(args) -> int:
         out_dir = Path(args.output)
         targets = output_paths(files, out_dir)
         loaded, task, warning = open_checkpoint(args.checkpoint, device, args.task)
+        attention = apply_local_attention(loaded.model, args)
     except (_UsageError, ValueError) as e:
         print(f"mprnet-kernels restore: {e}", file=sys.stderr)
         return 2
@@ -203,7 +235,7 @@ def main(args) -> int:
         print(f"warning: {warning}; restoring anyway", file=sys.stderr)
     how = f"tiles {args.tile} overlapping by {args.overlap}" if args.tile else "whole images"
     print(f"restoring {len(files)} image(s) with {args.checkpoint} ({task}; MPRNet {describe(loaded.config)}) "
-          f"on {device}, {how}")
+          f"on {device}, {how}, {attention}")
 
     counts = step_counts(files, args.tile, args.overlap)
     bar = progress_bar(sum(counts), "tile" if args.tile else "image", args.no_progress)

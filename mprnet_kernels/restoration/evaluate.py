@@ -38,7 +38,7 @@ import torch
 
 from ..images import ImageReadError, as_written, image_size, list_images, read_image_file, write_png
 from ..metrics import SSIM_WINDOW, psnr, rgb_to_y, ssim
-from . import check_tiling, restore, tile_count
+from . import attention, check_tiling, local_attention_arguments, restore, tile_count
 
 __all__ = ["evaluate", "Evaluation", "find_pairs", "pair_sizes", "dataset_folders", "METRICS"]
 
@@ -204,11 +204,19 @@ def _model(model_or_checkpoint, device) -> Tuple[torch.nn.Module, Dict[str, Any]
     return loaded.model, record
 
 
+def _attention_used(model, local_attention):
+    """What the rows were computed with: None for global attention, else set_local_attention's
+    train_size and base_size."""
+    with attention(model, local_attention):
+        used = getattr(model, "local_attention", None)
+    return None if used is None else {k: list(v) for k, v in used.items()}
+
+
 def evaluate(model_or_checkpoint, input_dir, target_dir, *, tile: Optional[int] = None, overlap: int = 32,
              y_channel: bool = False, quantize: bool = True, save_dir=None, device=None,
              progress: Optional[Callable[[int, int], None]] = None,
              on_image: Optional[Callable[[Dict[str, Any]], None]] = None,
-             names: Sequence[str] = ("input_dir", "target_dir")) -> Evaluation:
+             names: Sequence[str] = ("input_dir", "target_dir"), local_attention=None) -> Evaluation:
     """PSNR and SSIM of the model's restorations of input_dir against target_dir (module
     docstring): an Evaluation with one row per pair and the means.
 
@@ -218,7 +226,8 @@ def evaluate(model_or_checkpoint, input_dir, target_dir, *, tile: Optional[int] 
     save_dir: also write each restoration as save_dir/<stem>.png (in the input's mode, as
     `restore` does). progress(done, total): after every model call, counted over all images
     (tiles with tile, else images). on_image(row): after each image. names: how errors name
-    input_dir and target_dir (the command passes its options).
+    input_dir and target_dir (the command passes its options). local_attention: as restore()'s
+    (None: the model's attention as it is).
 
     Everything is checked before the first image is restored: ValueError for bad arguments,
     missing or empty folders, unpaired files, pairs of different sizes or under 11x11 pixels,
@@ -226,6 +235,7 @@ def evaluate(model_or_checkpoint, input_dir, target_dir, *, tile: Optional[int] 
     ImageReadError (a ValueError) for a file that cannot be read.
     """
     check_tiling(tile, overlap)
+    local_attention_arguments(local_attention)
     for arg, value in (("y_channel", y_channel), ("quantize", quantize)):
         if not isinstance(value, bool):
             raise TypeError(f"{arg}: expected True or False, got {value!r}")
@@ -262,7 +272,7 @@ def evaluate(model_or_checkpoint, input_dir, target_dir, *, tile: Optional[int] 
             if progress is not None:
                 progress(before + done, total)
 
-        restored = restore(model, inp.image, tile=tile, overlap=overlap, progress=step)
+        restored = restore(model, inp.image, tile=tile, overlap=overlap, progress=step, local_attention=local_attention)
         before += counts[i]
         if outputs is not None:
             write_png(outputs[i], restored, mode=inp.mode)
@@ -283,5 +293,6 @@ def evaluate(model_or_checkpoint, input_dir, target_dir, *, tile: Optional[int] 
     keys = ["psnr", "ssim"] + (["psnr_y", "ssim_y"] if y_channel else [])
     mean = {k: math.fsum(r[k] for r in rows) / len(rows) for k in keys}
     settings = {**record, "input_dir": str(input_dir), "target_dir": str(target_dir), "tile": tile,
-                "overlap": overlap, "quantized": quantize, "y_channel": y_channel}
+                "overlap": overlap, "quantized": quantize, "y_channel": y_channel,
+                "local_attention": _attention_used(model, local_attention)}
     return Evaluation(rows, mean, settings)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..images import ImageReadError
 from . import check_tiling, tile_count
-from .cli import _UsageError, _device, add_task_argument, add_tile_arguments, open_checkpoint, progress_bar
+from .cli import (_UsageError, _device, add_local_attention_arguments, add_task_argument, add_tile_arguments,
+                  apply_local_attention, open_checkpoint, progress_bar)
 from .evaluate import dataset_folders, evaluate, find_pairs, pair_sizes
 from .loading import describe
 
@@ -36,6 +37,7 @@ def add_arguments(parser) -> None:
                         help="folder of ground-truth images, paired with the inputs by file name without extension")
     add_task_argument(parser)
     add_tile_arguments(parser)
+    add_local_attention_arguments(parser)
     parser.add_argument("--y-channel", action="store_true",
                         help="also score PSNR and SSIM on the BT.601 Y channel (MATLAB rgb2ycbcr), as upstream's "
                              "deraining evaluate_PSNR_SSIM.m does")
@@ -81,6 +83,7 @@ def main(args) -> int:
         pairs = find_pairs(input_dir, target_dir, names)
         total = sum(tile_count(h, w, args.tile, args.overlap) for h, w in pair_sizes(pairs))
         loaded, task, warning = open_checkpoint(args.checkpoint, device, args.task)
+        attention = apply_local_attention(loaded.model, args)
     except (_UsageError, ValueError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
@@ -88,7 +91,7 @@ def main(args) -> int:
         print(f"warning: {warning}; evaluating anyway", file=sys.stderr)
     how = f"tiles {args.tile} overlapping by {args.overlap}" if args.tile else "whole images"
     print(f"evaluating {len(pairs)} pair(s), {input_dir} against {target_dir}, with {args.checkpoint} "
-          f"({task}; MPRNet {describe(loaded.config)}) on {device}, {how}")
+          f"({task}; MPRNet {describe(loaded.config)}) on {device}, {how}, {attention}")
     scored = "float outputs" if args.no_quantize else "outputs as 8-bit images"
     print(f"scores: {scored}; PSNR over RGB; SSIM per RGB channel, averaged"
           + ("; and both on the Y channel" if args.y_channel else ""))
