@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-__all__ = ["load_checkpoint", "load_model", "checkpoint_config", "CheckpointMismatchError"]
+__all__ = ["load_checkpoint", "load_model", "checkpoint_config", "save_weights", "CheckpointMismatchError"]
 
 _PREFIX = "module."
 _LIST_LIMIT = 10  # keys shown per category before "... and N more"
@@ -113,6 +113,74 @@ def load_model(path_or_dict: Union[str, os.PathLike, Mapping], *, device: Union[
         model = Model(**config, rewrites=rewrites)
     load_checkpoint(model, checkpoint)
     return model.to(device=device, dtype=dtype).eval()
+
+
+# --------------------------------------------------------------------------- writing
+
+#: Entries of a checkpoint a weights-only file keeps besides the weights (MPRNET.md "Checkpoints").
+_KEPT = ("config", "epoch", "task", "best_psnr", "best_epoch")
+_WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def save_weights(model_or_checkpoint: Union[nn.Module, str, os.PathLike, Mapping],
+                 path: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None) -> Dict[str, Any]:
+    """Writes an inference-only checkpoint: ``{'state_dict': ..., 'config': ...}``, without the
+    optimizer, scheduler, RNG states and run arguments a training checkpoint carries (Adam's two
+    moments make those about 3x the weights).
+
+    Args:
+        model_or_checkpoint: a model with the MPRNet keys, or what ``load_checkpoint`` accepts
+            (a path, a loaded checkpoint, a bare state_dict).
+        path: the file to write (written to a temporary name, then renamed over it).
+        dtype: None keeps the weights' dtype; torch.float16 or torch.bfloat16 halves the file
+            (``load_checkpoint``/``load_model`` and upstream's ``model.load_state_dict`` copy
+            the values into the model's own dtype, so a float32 model loads it).
+
+    The file holds ``state_dict`` (no ``module.`` prefix, contiguous tensors; a tensor stored
+    under several keys, MPRNet's shared PReLU, is stored once) and, when known, ``config`` (the
+    constructor arguments) and the source's ``epoch``, ``task``, ``best_psnr`` and
+    ``best_epoch``. Upstream's loader reads it (``torch.load(path)["state_dict"]``), and so does
+    every loader here. Returns the object written.
+    """
+    if dtype is not None and dtype not in _WEIGHT_DTYPES:
+        raise ValueError(f"save_weights: dtype must be None, torch.float32, torch.float16 or torch.bfloat16, "
+                         f"got {dtype!r}")
+    if isinstance(model_or_checkpoint, nn.Module):
+        checkpoint, source = {"state_dict": model_or_checkpoint.state_dict()}, type(model_or_checkpoint).__name__
+    else:
+        checkpoint, source = _read(model_or_checkpoint)
+    state_dict, rest = _split(checkpoint, source)
+    state_dict = {(k[len(_PREFIX):] if k.startswith(_PREFIX) else k): v for k, v in state_dict.items()}
+
+    copies: Dict[tuple, torch.Tensor] = {}
+
+    def stored(t: torch.Tensor) -> torch.Tensor:
+        # one copy per distinct tensor, so that keys sharing a parameter still share storage
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if key not in copies:
+            to = dtype if dtype is not None and t.is_floating_point() else t.dtype
+            copies[key] = t.detach().to(device="cpu", dtype=to).clone(memory_format=torch.contiguous_format)
+        return copies[key]
+
+    weights = {"state_dict": {k: stored(v) for k, v in state_dict.items()}}
+    args = rest.get("args")
+    if "task" not in rest and isinstance(args, Mapping) and isinstance(args.get("task"), str):
+        rest = {**rest, "task": args["task"]}  # training checkpoints record it in their args
+    weights.update((k, rest[k]) for k in _KEPT if k in rest)
+    if "config" not in weights:
+        config = _infer_config(weights["state_dict"])
+        if config is not None:
+            weights["config"] = config
+
+    path = os.fspath(path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        torch.save(weights, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return weights
 
 
 # --------------------------------------------------------------------------- reading
