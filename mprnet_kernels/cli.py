@@ -1,7 +1,8 @@
-"""The `mprnet-kernels` command: `info`, `verify`, `bench`, `make-demo-data`, `train` and `restore`.
+"""The `mprnet-kernels` command: `info`, `verify`, `bench`, `make-demo-data`, `train`,
+`restore`, `evaluate` and `export`.
 
-The last four live beside what they drive (benchmark/cli.py, demo_data.py, training/cli.py,
-restoration/cli.py); each of those modules gives `add_arguments(parser)` and `main(args) -> exit
+The last six live beside what they drive (benchmark/cli.py, demo_data.py, training/cli.py,
+restoration/cli.py, restoration/evaluate_cli.py, export/cli.py); each of those modules gives `add_arguments(parser)` and `main(args) -> exit
 status` (and `DESCRIPTION`, when its docstring's first line is not enough)."""
 
 import argparse
@@ -69,6 +70,8 @@ TOOLS = (
     ("make-demo-data", "demo_data", "write a small synthetic paired dataset (train/ and val/) for a task"),
     ("train", "training.cli", "train MPRNet on paired images with the upstream recipe and the fused losses"),
     ("restore", "restoration.cli", "restore image files or folders with a checkpoint, one PNG per input"),
+    ("evaluate", "restoration.evaluate_cli", "PSNR and SSIM of a checkpoint on paired input/target folders"),
+    ("export", "export.cli", "write a checkpoint as ONNX, a torch.export program or weights only, checked against PyTorch"),
 )
 
 
