@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-__all__ = ["load_checkpoint", "load_model", "checkpoint_config", "save_weights", "CheckpointMismatchError"]
+__all__ = ["load_checkpoint", "load_model", "checkpoint_config", "read_checkpoint_file", "save_weights",
+           "CheckpointMismatchError"]
 
 _PREFIX = "module."
 _LIST_LIMIT = 10  # keys shown per category before "... and N more"
@@ -200,6 +201,12 @@ def checkpoint_config(path_or_dict: Union[str, os.PathLike, Mapping]) -> Dict[st
     if config is None:
         raise ValueError(f"checkpoint_config: {source} does not hold MPRNet weights")
     return config
+
+
+def read_checkpoint_file(path: Union[str, os.PathLike]) -> Mapping:
+    """The dict a checkpoint file holds, read with torch.load(weights_only=True) on the CPU;
+    FileNotFoundError, or a one-line ValueError naming the file when it is not a checkpoint."""
+    return _read(os.fspath(path))[0]
 
 
 def _read(path_or_dict) -> Tuple[Mapping, str]:

@@ -46,14 +46,19 @@ class Pair:
 
 
 def image_header(path: Path) -> Tuple[int, int, str]:
-    """(height, width, mode) read from the file's header; SetupError naming the file when it is
-    not an image Pillow can open."""
+    """(height, width, mode) read from the file's header, the size as read_image gives it (EXIF
+    orientation applied: images.image_size); SetupError naming the file when it is not an image
+    Pillow can open."""
     from PIL import Image, UnidentifiedImageError
 
+    from ..images import ImageReadError, image_size
+
     try:
+        height, width = image_size(path)
         with Image.open(path) as img:
-            width, height = img.size
             return height, width, img.mode
+    except ImageReadError as e:
+        raise SetupError(str(e)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise SetupError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 

@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ..checkpoint import CheckpointMismatchError, load_checkpoint
+from ..checkpoint import CheckpointMismatchError, load_checkpoint, read_checkpoint_file
 from .errors import SetupError
 
 
@@ -77,10 +77,9 @@ def reason(error: Exception) -> str:
 
 def _load(path: Path, flag: str):
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors of every kind: say which file, in one line
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise SetupError(f"{flag}: {path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
+        return read_checkpoint_file(path)
+    except (OSError, ValueError) as e:  # checkpoint.py's one-line reasons, for the flag that named the file
+        raise SetupError(f"{flag}: {reason(e)}") from None
 
 
 def read_checkpoint(path) -> Dict[str, Any]:

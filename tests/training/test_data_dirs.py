@@ -72,3 +72,22 @@ def test_groundtruth_folders_are_targets(tmp_path):
     (root / "train" / "groundtruth").rename(root / "train" / "labels")
     with pytest.raises(SetupError, match=re.escape(str(root / "train" / "target")) + ": no such folder"):
         find_pairs(root / "train", "--train-dir")
+
+
+def test_pair_sizes_are_read_upright(tmp_path):
+    # read_image applies EXIF orientation, so the up-front size check must see the turned size too
+    import numpy as np
+    from PIL import Image
+
+    for sub in ("input", "target"):
+        (tmp_path / sub).mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 64 wide x 48 high, shown turned: 48 x 64
+    array = np.zeros((48, 64, 3), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "input" / "a.jpg", exif=exif.tobytes())
+    Image.fromarray(array).save(tmp_path / "target" / "a.jpg")
+    with pytest.raises(SetupError, match=r"a.jpg is 48x64 but its target .*a.jpg is 64x48"):
+        find_pairs(tmp_path, report=lambda _: None)
+    Image.fromarray(np.zeros((64, 48, 3), dtype=np.uint8)).save(tmp_path / "target" / "a.jpg")
+    (pair,) = find_pairs(tmp_path, report=lambda _: None)
+    assert (pair.height, pair.width) == (64, 48)

@@ -159,7 +159,7 @@ def test_init_errors(gopro, tmp_path, capsys):
     fails_naming(capsys, run("--init", str(tmp_path / "list.pth")), "--init", "holds a list")
     (tmp_path / "text.pth").write_text("not a checkpoint")
     fails_naming(capsys, run("--init", str(tmp_path / "text.pth")), "--init", "text.pth",
-                 "not a readable checkpoint")
+                 "is not a file written by torch.save")
     assert not (tmp_path / "run").exists()
     # --init starts a new run: an earlier run's last.pth in --out is kept unless --overwrite.
     (tmp_path / "run").mkdir()
