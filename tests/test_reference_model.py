@@ -289,12 +289,16 @@ def test_integer_image_is_refused(model):
 
 
 @pytest.mark.parametrize("model", _both_models(), ids=["reference", "fast"])
-def test_autocast_accepts_a_float32_input_but_not_float64(model):
+def test_autocast_accepts_a_half_input_but_not_float64(model):
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert model(torch.rand(1, 3, 16, 16))[0].shape == (1, 3, 16, 16)
+        assert model(torch.rand(1, 3, 16, 16).bfloat16())[0].shape == (1, 3, 16, 16)  # dtypes differ: allowed
         with pytest.raises(TypeError, match="torch.float64"):
             model(torch.rand(1, 3, 16, 16, dtype=torch.float64))
+        # autocast never casts float64 weights either
+        with pytest.raises(TypeError, match="parameters are torch.float64"):
+            model.double()(torch.rand(1, 3, 16, 16))
+    model.float()
 
 
 def test_in_c_must_equal_out_c():

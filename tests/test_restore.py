@@ -17,7 +17,8 @@ from mprnet_kernels import MPRNet, cli, restore
 from mprnet_kernels.demo_data import make_pair
 from mprnet_kernels.images import as_written, pad_to_multiple, read_image_file
 from mprnet_kernels.reference import PRESETS
-from mprnet_kernels.restoration import check_tiling, tile_count, tile_starts, tiling_difference
+from mprnet_kernels.restoration import (check_tiling, local_attention_arguments, tile_count, tile_starts,
+                                        tiling_difference)
 
 TINY = dict(n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4, num_cab=1)
 SMALL = dict(n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, num_cab=2)
@@ -594,13 +595,14 @@ def test_local_attention_applies_for_the_call_only(tiny):
     assert torch.equal(restore(twin, image, local_attention=False), whole)
     assert twin.local_attention == {"train_size": (8, 8), "base_size": (12, 12)}  # its own setting back
     assert torch.equal(restore(tiny, image, local_attention={"train_size": 8, "base_size": 12}), local)
-    assert torch.equal(restore(tiny, image, local_attention=True), restore(tiny, image, local_attention=256))
+    assert local_attention_arguments(True) == {"train_size": 256} and local_attention_arguments(False) == {
+        "train_size": None}
 
 
 @pytest.mark.parametrize("value, error, words", [
     ("yes", TypeError, "local_attention: expected None, True, False"),
     ({"train": 8}, ValueError, "local_attention: unknown key(s) ['train']"),
-    (12, ValueError, "train_size must be a positive int or (height, width), multiples of 8"),
+    (12, ValueError, "local_attention: train_size must be a positive int or (height, width), multiples of 8"),
 ])
 def test_bad_local_attention_is_named(tiny, value, error, words):
     with pytest.raises(error) as info:
@@ -624,6 +626,7 @@ def test_cli_local_attention(tiny, checkpoint, inputs, tmp_path, capsys):
     (["--base-size", "8"], "--base-size: only means something with --local-attention"),
     (["--local-attention", "--train-size", "12"], "--train-size must be a positive int"),
     (["--local-attention", "--base-size", "0"], "--base-size must be a positive int"),
+    (["--local-attention", "--train-size", "256", "--base-size", "2"], "choose a larger --base-size"),
 ])
 def test_cli_bad_local_attention_options_exit_2(checkpoint, inputs, tmp_path, capsys, argv, words):
     status, err = cli_error(capsys, [str(inputs[1]["rgb"]), "-o", str(tmp_path / "o"), "--checkpoint",

@@ -8,6 +8,7 @@ than batching them; the fast model is the place for such rewrites.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -59,11 +60,16 @@ def _size_pair(name: str, value, multiple: int = 1) -> Tuple[int, int]:
 
 
 def _train_feature_sizes(model: nn.Module, train: Tuple[int, int]) -> Dict[str, Tuple[int, int]]:
-    """(h, w) of the map each CALayer of `model` sees on a 1 x in_c x train image, by name: one
-    forward of a narrow twin on the meta device (the sizes depend on the wiring, not the widths)."""
-    num_cab = len(model.stage3_orsnet.orb1.body) - 1
+    """(h, w) of the map each CALayer of `model` sees on a 1 x in_c x train image, by name."""
+    return dict(_feature_sizes(model.in_c, model.out_c, len(model.stage3_orsnet.orb1.body) - 1, train))
+
+
+@functools.lru_cache(maxsize=32)
+def _feature_sizes(in_c: int, out_c: int, num_cab: int, train: Tuple[int, int]) -> Tuple[tuple, ...]:
+    """One forward of a narrow twin on the meta device (the sizes depend on the wiring, not the
+    widths), cached: restore(local_attention=...) sets and unsets the windows on every call."""
     with torch.device("meta"):
-        twin = MPRNet(in_c=model.in_c, out_c=model.out_c, n_feat=2, scale_unetfeats=1, scale_orsnetfeats=1,
+        twin = MPRNet(in_c=in_c, out_c=out_c, n_feat=2, scale_unetfeats=1, scale_orsnetfeats=1,
                       num_cab=num_cab, reduction=1)
     sizes: Dict[str, Tuple[int, int]] = {}
 
@@ -76,11 +82,11 @@ def _train_feature_sizes(model: nn.Module, train: Tuple[int, int]) -> Dict[str, 
 
     handles = [m.register_forward_pre_hook(record(n)) for n, m in twin.named_modules() if isinstance(m, CALayer)]
     try:
-        twin(torch.empty(1, model.in_c, *train, device="meta"))
+        twin(torch.empty(1, in_c, *train, device="meta"))
     finally:
         for h in handles:
             h.remove()
-    return sizes
+    return tuple(sizes.items())
 
 
 def _autocast_casts(x: torch.Tensor) -> bool:
@@ -217,7 +223,7 @@ class MPRNet(nn.Module):
         if x.device != param.device:
             raise ValueError(f"MPRNet: the input is on {x.device} but the model's parameters are on "
                              f"{param.device}; move one to the other (model.to(x.device) or x.to('{param.device}'))")
-        if x.dtype != param.dtype and not _autocast_casts(x):
+        if x.dtype != param.dtype and not (param.dtype != torch.float64 and _autocast_casts(x)):
             raise TypeError(f"MPRNet: the input is {x.dtype} but the model's parameters are {param.dtype}; "
                             f"convert one to the other (model.to({x.dtype}), e.g. model.double(), or "
                             f"x.to({param.dtype})), or run under torch.autocast for mixed precision")

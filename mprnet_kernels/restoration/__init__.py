@@ -182,7 +182,10 @@ def attention(model, local_attention):
     if not hasattr(model, "set_local_attention"):
         raise TypeError(f"local_attention: {type(model).__name__} has no set_local_attention (an MPRNet has)")
     before = model.local_attention
-    model.set_local_attention(**arguments)
+    try:
+        model.set_local_attention(**arguments)
+    except ValueError as e:
+        raise ValueError(f"local_attention: {str(e).replace('set_local_attention: ', '')}") from None
     try:
         yield model
     finally:

@@ -95,7 +95,7 @@ def apply_local_attention(model, args) -> str:
     except ValueError as e:
         raise _UsageError(str(e).replace("set_local_attention: train_size", "--train-size")
                           .replace("set_local_attention: base_size", "--base-size")
-                          .replace("set_local_attention: ", "")) from None
+                          .replace("set_local_attention: ", "").replace("larger base_size", "larger --base-size")) from None
     la = model.local_attention
     return f"local channel attention (train size {la['train_size'][0]}, base size {la['base_size'][0]})"
 

@@ -258,6 +258,8 @@ def evaluate(model_or_checkpoint, input_dir, target_dir, *, tile: Optional[int] 
         if same:  # a.png and A.png are one file on case-insensitive file systems
             raise ValueError(f"save_dir: these outputs differ only in case: {_short(same)}")
     model, record = _model(model_or_checkpoint, device)
+    with attention(model, local_attention):  # a bad train_size/base_size stops here, before any image
+        pass
 
     counts = [tile_count(h, w, tile, overlap) for h, w in sizes]
     total, before = sum(counts), 0
