@@ -10,11 +10,13 @@ from . import _extension  # noqa: F401  (loads the compiled ops first)
 from . import ops
 from .nn import CharbonnierLoss, EdgeLoss, MPRNetLoss
 from ._build_info import build_info
-from .checkpoint import checkpoint_config, load_checkpoint, load_model
+from .checkpoint import checkpoint_config, load_checkpoint, load_model, save_weights
+from .export import ExportCheckError, export_onnx, export_program
 from .model import MPRNet, Rewrites
 from .restoration import restore
 from .restoration.evaluate import Evaluation, evaluate
 from .version import __version__
 
-__all__ = ["CharbonnierLoss", "EdgeLoss", "Evaluation", "MPRNet", "MPRNetLoss", "Rewrites", "build_info",
-           "checkpoint_config", "evaluate", "load_checkpoint", "load_model", "ops", "restore", "__version__"]
+__all__ = ["CharbonnierLoss", "EdgeLoss", "Evaluation", "ExportCheckError", "MPRNet", "MPRNetLoss", "Rewrites",
+           "build_info", "checkpoint_config", "evaluate", "export_onnx", "export_program", "load_checkpoint",
+           "load_model", "ops", "restore", "save_weights", "__version__"]

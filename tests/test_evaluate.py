@@ -411,6 +411,10 @@ def test_the_package_root_exports_evaluate():
 
     assert mprnet_kernels.evaluate is module.evaluate and mprnet_kernels.Evaluation is module.Evaluation
     assert {"evaluate", "Evaluation", "load_model", "checkpoint_config"} <= set(mprnet_kernels.__all__)
+    from mprnet_kernels import checkpoint, export
+
+    assert (mprnet_kernels.export_onnx, mprnet_kernels.export_program, mprnet_kernels.save_weights) == (
+        export.export_onnx, export.export_program, checkpoint.save_weights)
 
 
 def test_local_attention_scores_and_settings(tiny, checkpoint, tmp_path, capsys):
