@@ -118,7 +118,7 @@ def load_model(path_or_dict: Union[str, os.PathLike, Mapping], *, device: Union[
 
 # --------------------------------------------------------------------------- writing
 
-#: Entries of a checkpoint a weights-only file keeps besides the weights (MPRNET.md "Checkpoints").
+#: Entries of a checkpoint a weights-only file keeps besides the weights (docs/MPRNET.md "Checkpoints").
 _KEPT = ("config", "epoch", "task", "best_psnr", "best_epoch")
 _WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
