@@ -15,7 +15,8 @@ def test_unknown_backend_and_op_are_rejected():
     with pytest.raises(ValueError, match="backend must be one of"):
         ops.set_cuda_backend("sam_gate", "opencl")
     # the op is checked first: "has no 'triton' backend" misled about a typo in the op's name
-    for call in (ops.cuda_backend, ops.available_backends, lambda op: ops.set_cuda_backend(op, "triton"),
+    assert ops.available_backends("nope") == []  # what info shows for an op without CUDA kernels
+    for call in (ops.cuda_backend, lambda op: ops.set_cuda_backend(op, "triton"),
                  lambda op: _backend.using_cuda_backend(op, "cuda").__enter__()):
         with pytest.raises(ValueError, match=r"unknown op 'nope'; ops with CUDA kernels: \[.*'sam_gate'"):
             call("nope")
