@@ -8,6 +8,8 @@ set(MPRNET_CXX_SOURCES
   csrc/ops/cpu/sam_gate_kernel.cpp
   csrc/ops/ca_tail.cpp
   csrc/ops/cpu/ca_tail_kernel.cpp
+  csrc/ops/local_ca_tail.cpp
+  csrc/ops/cpu/local_ca_tail_kernel.cpp
   csrc/ops/charbonnier_loss.cpp
   csrc/ops/cpu/charbonnier_loss_kernel.cpp
   csrc/ops/mprnet_loss.cpp

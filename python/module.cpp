@@ -11,6 +11,7 @@
 
 #include "build_info.h"
 #include "ops/checks.h"
+#include "ops/local_ca_tail.h"
 #include "ops/ops.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -47,6 +48,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                                     const at::Tensor& s) {
     auto a = mprnet::check_ca_tail_backward(mprnet::kCaTailBackwardOp, x.device().type(), grad, x, w1, w2, p, h, s);
     return std::make_tuple(a.grad, a.x, a.w1, a.w2, a.p, a.h, a.s);
+  });
+  checks.def("local_ca_tail", [](const at::Tensor& x, const at::Tensor& r, const at::Tensor& w1,
+                                 const std::optional<at::Tensor>& b1, const at::Tensor& w2,
+                                 const std::optional<at::Tensor>& b2, int64_t k1, int64_t k2) {
+    auto a = mprnet::check_local_ca_tail(mprnet::kLocalCaTailOp, x.device().type(), x, r, w1, b1, w2, b2, k1, k2);
+    return std::make_tuple(a.x, a.r, a.w1, a.b1, a.w2, a.b2);
   });
   checks.def("charbonnier_loss", [](const at::Tensor& x, const at::Tensor& y) {
     return mprnet::check_charbonnier_loss(mprnet::kCharbonnierLossOp, x.device().type(), x, y);
