@@ -81,6 +81,12 @@ def _ca_tail_verify(g):
             _randn64(g, 10, scale=0.5), _randn64(g, 40, 10, 1, 1, scale=0.6), _randn64(g, 40, scale=0.5)]
 
 
+def _local_ca_tail_verify(g):
+    # ca_tail's inputs; their window (_local_window) is 9 x 12, which leaves a 5 x 6 pooled map:
+    # 4 replicated rows above and below, 5 columns left and 6 right.
+    return _ca_tail_verify(g)
+
+
 def _image_pairs_verify(g, stages=1):
     # Odd H and W, so the Laplacian's replicate-padding folds at both ends are exercised.
     return [torch.rand(2, 3, 21, 30, generator=g, dtype=torch.float64) for _ in range(stages + 1)]
@@ -111,6 +117,18 @@ def _ca_tail_bench(shape, preset, device, dtype, g):
     w2 = _randn((c, hidden, 1, 1), device, dtype, g, 2 / hidden ** 0.5)
     leaves = [t.requires_grad_() for t in (x, r, w1, w2)]
     return Inputs([x, r, w1, None, w2, None], leaves, grad, x)  # MPRNet's CALayer has no biases
+
+
+def _local_window(shape) -> tuple:
+    """The effective window local_ca_tail is verified and timed with on a (N, C, H, W) map: what
+    TLC gives each layer when the image is twice its train size (train_size = half the image,
+    base_size 1.5x, as `bench --local-attention` runs the model): 3/4 of the map each way."""
+    return max(1, 3 * shape[-2] // 4), max(1, 3 * shape[-1] // 4)
+
+
+def _with_local_window(fn: Callable, kwargs: dict) -> Callable:
+    """local_ca_tail over the positional tensors, with the window _local_window gives x."""
+    return lambda *tensors: fn(*tensors, _local_window(tensors[0].shape), **kwargs)
 
 
 def _image_pair_bench(shape, preset, device, dtype, g):
@@ -146,8 +164,10 @@ def _stage_list(fn: Callable, kwargs: dict) -> Callable:
 _NO_LAYOUT_OPTIMIZATION = {"options": {"layout_optimization": False}}
 
 # Pass counts (docs/OPS.md): forward alone, sam_gate reads x1, z, x and writes out (4); ca_tail
-# reads x (pool), then x and r, and writes out (4); without a gradient wanted the losses only read
-# their inputs: x and y (2), or 3 stage outputs and the target (4). upsample2x_add counts passes
+# reads x (pool), then x and r, and writes out (4); local_ca_tail the same (its window means, a
+# fraction of x, left out), and backward 5: read x (the means again), g and x, then g, and write
+# grad_x. Without a gradient wanted the losses only read their inputs: x and y (2), or 3 stage
+# outputs and the target (4). upsample2x_add counts passes
 # of x (a quarter of y): forward reads x and y and writes out (1 + 4 + 4); backward reads grad
 # and writes grad_x (4 + 1; grad_y is grad itself).
 _SPECS = (
@@ -155,6 +175,9 @@ _SPECS = (
            _sam_gate_verify, _sam_gate_bench, "sam", passes=9, forward_passes=4),
     OpSpec("ca_tail", "CAB channel attention x * gate(mean(x)) + r", ops.ca_tail, reference.ca_tail,
            _ca_tail_verify, _ca_tail_bench, "cab", passes=8, forward_passes=4),
+    OpSpec("local_ca_tail", "CAB channel attention over local windows (TLC)", ops.local_ca_tail,
+           reference.local_ca_tail, _local_ca_tail_verify, _ca_tail_bench, "cab", passes=9, forward_passes=4,
+           bind=_with_local_window),
     OpSpec("charbonnier_loss", "Charbonnier loss", ops.charbonnier_loss, reference.charbonnier_loss,
            _image_pairs_verify, _image_pair_bench, "stage_output", passes=5, forward_passes=2),
     OpSpec("edge_loss", "Charbonnier loss of Laplacians", ops.edge_loss, reference.edge_loss,
