@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from ..ops.ca_tail import ca_tail
+from ..ops.local_ca_tail import local_ca_tail
 from ..ops.sam_gate import sam_gate
 from ..reference import blocks as reference
 from ..reference import ops as reference_ops
@@ -98,7 +99,7 @@ class CALayer(_FusedBlock):
         down, up = self.conv_du[0], self.conv_du[2]
         if self.window is not None:
             window = reference_ops.effective_window(self.window, x.shape[-2:])
-            return reference_ops.local_ca_tail(x, residual, down.weight, down.bias, up.weight, up.bias, window)
+            return local_ca_tail(x, residual, down.weight, down.bias, up.weight, up.bias, window)
         return ca_tail(x, residual, down.weight, down.bias, up.weight, up.bias)
 
 
