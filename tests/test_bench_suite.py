@@ -92,11 +92,12 @@ def test_every_op_has_forward_and_forward_backward(op):
         [mark] = [m for m in fn.pytestmark if m.name == "parametrize"]
         assert mark.args[1] is module.CASES and len(module.CASES) > 0
     layouts = {p.values[4] for p in module.CASES}
-    assert layouts == ({"channels_last", "contiguous"} if op in ("sam_gate", "ca_tail", "upsample2x_add")
-                       else {"contiguous"})
+    two = ("sam_gate", "ca_tail", "local_ca_tail", "upsample2x_add")
+    assert layouts == ({"channels_last", "contiguous"} if op in two else {"contiguous"})
 
 
-SMALL = {"sam_gate": (1, 8, 8, 8), "ca_tail": (1, 16, 8, 8), "charbonnier_loss": (1, 3, 8, 8),
+SMALL = {"sam_gate": (1, 8, 8, 8), "ca_tail": (1, 16, 8, 8), "local_ca_tail": (1, 16, 8, 8),
+         "charbonnier_loss": (1, 3, 8, 8),
          "edge_loss": (1, 3, 8, 8), "mprnet_loss": (1, 3, 8, 8), "upsample2x_add": (1, 8, 4, 5)}
 
 
