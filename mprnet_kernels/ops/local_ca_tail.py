@@ -52,7 +52,9 @@ register_cuda("local_ca_tail", "local_ca_tail", default="triton", triton=_triton
 
 def _fold(t: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """The adjoint of reference.replicate_to: t (N, C, H, W) summed onto the (h', w') positions
-    each output position takes its gate from (the border rows and columns collect the rest)."""
+    each output position takes its gate from (the border rows and columns collect the rest).
+    Written out rather than aten's replication_pad2d_backward, whose CPU kernel returns other
+    strides than its meta function and so breaks Inductor's stride checks."""
     for dim, keep in ((-2, size[0]), (-1, size[1])):
         total = t.shape[dim]
         lo = (total - keep) // 2
@@ -68,16 +70,40 @@ def _fold(t: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return t
 
 
-def _mean_adjoint(dp: torch.Tensor, window: Sequence[int]) -> torch.Tensor:
-    """The adjoint of reference.local_mean, step by step as autograd takes it back through the
-    integral image (the four corner slices, the padding, the two cumsums), so that a NaN or Inf
-    in the gradient spreads exactly as in the reference's backward."""
+def _mean_adjoint(dp: torch.Tensor, window: Sequence[int], out_dtype: torch.dtype) -> torch.Tensor:
+    """The adjoint of reference.local_mean: dx[t, u] = the sum of dp / (k1 k2) over the windows
+    holding (t, u). Autograd takes it back through the reference's integral
+    image (corner slices, padding, two reverse cumsums), which makes it a flat sum of
+    +-dp[a, b] over four quadrants from (t + 1 - k1, u + 1 - k2) and (t + 1, u + 1); here the
+    same four quadrant sums come from one table of suffix sums of dp, so a NaN or Inf spreads
+    exactly as in the reference's backward. The table is float64: its entries are sums over up
+    to the whole map, and the differences of float32 ones would lose a small window's digits."""
     k1, k2 = window
-    d = dp / (k1 * k2)
-    corners = F.pad(d, (k2, 0, k1, 0)) - F.pad(d, (k2, 0, 0, k1)) - F.pad(d, (0, k2, k1, 0)) + F.pad(d, (0, k2, 0, k1))
-    g = corners[..., 1:, 1:]
-    g = g.flip(-2).cumsum(-2).flip(-2)
-    return g.flip(-1).cumsum(-1).flip(-1)
+    ph, pw = dp.shape[-2:]
+    d = (dp / (k1 * k2)).double()
+    suffix = F.pad(d.flip(-2).cumsum(-2).flip(-2).flip(-1).cumsum(-1).flip(-1), (0, 1, 0, 1))  # zero past the end
+    # Row t takes suffix rows max(t + 1 - k1, 0) and min(t + 1, h'); then the same for columns.
+    rows = _clamped_difference(suffix, -2, k1, ph, suffix.dtype)
+    return _clamped_difference(rows, -1, k2, pw, out_dtype)
+
+
+def _clamped_difference(t: torch.Tensor, dim: int, k: int, keep: int, dtype: torch.dtype) -> torch.Tensor:
+    """out[i] = t[max(i + 1 - k, 0)] - t[min(i + 1, keep)] along dim, for i in [0, keep + k - 1)
+    (t has keep + 1 entries there), rounded to dtype. Each of the (at most three) runs of i
+    between k - 1 and keep is a difference of two slices of t or of one and an end entry
+    broadcast, so no gathered copy of t is made."""
+    n = keep + k - 1
+    shape = list(t.shape)
+    shape[dim] = n
+    out = t.new_empty(shape, dtype=dtype)
+    cuts = sorted({0, min(k - 1, n), min(keep, n), n})
+    for i0, i1 in zip(cuts, cuts[1:]):
+        size = list(t.shape)
+        size[dim] = i1 - i0
+        lo = t.narrow(dim, 0, 1).expand(size) if i1 <= k - 1 else t.narrow(dim, i0 + 1 - k, i1 - i0)
+        hi = t.narrow(dim, keep, 1).expand(size) if i0 >= keep else t.narrow(dim, i0 + 1, i1 - i0)
+        out.narrow(dim, i0, i1 - i0).copy_(lo - hi)
+    return out
 
 
 def _adjoint(grad, x, w1, b1, w2, b2, window):
@@ -102,7 +128,7 @@ def _adjoint(grad, x, w1, b1, w2, b2, window):
     dz1 = torch.where(hid <= 0, 0.0, dh)
     grad_w1 = torch.einsum("njhw,nchw->jc", dz1, p)
     dp = F.conv2d(dz1, m1.t()[:, :, None, None])
-    grad_x = grad_x + _mean_adjoint(dp, window)
+    grad_x = grad_x + _mean_adjoint(dp, window, acc)
     return grad_x, grad_w1, dz1.sum((0, 2, 3)), grad_w2, dz2.sum((0, 2, 3))
 
 
