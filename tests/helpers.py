@@ -20,6 +20,8 @@ __all__ = [
     "assert_step_close",
     "assert_half_step_close",
     "at_thread_counts",
+    "ca_tail_bad_inputs",
+    "ca_tail_inputs",
     "check_against_float64",
     "forward_backward",
     "grads_through",
@@ -29,6 +31,7 @@ __all__ = [
     "rel_err",
     "seeded_randn",
     "triton_loss",
+    "with_changes",
 ]
 
 
@@ -194,3 +197,57 @@ def assert_half_step_close(ours: tuple, reference_half: tuple, expected: tuple, 
     assert rel_err(_flat(gp), _flat(e_gp)) < tol, "parameter gradients"
     allowed = max(tol, 1.5 * rel_err(ref_gx.float(), e_gx))
     assert rel_err(gx.float(), e_gx) < allowed, "input gradient"
+
+
+# ---------------------------------------------------------------------------------------------
+# The channel-attention tails (ca_tail, local_ca_tail): one argument list, one set of inputs.
+
+CA_TAIL_ARGS = ("x", "r", "w1", "b1", "w2", "b2")
+
+
+def ca_tail_inputs(n, c, h, w, hidden, dtype=torch.float64, bias=True, seed=0, device="cpu",
+                   conv_weights=True) -> tuple:
+    """([x, r, w1, b1, w2, b2], a gradient for out), rounded to `dtype` once (so the float64
+    reference sees exactly the values the op sees). Weights are scaled like a trained layer's,
+    so the gate is neither saturated nor flat; conv_weights gives w1, w2 the (.., 1, 1) shape of
+    the CALayer's convolutions."""
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return (scale * torch.randn(shape, generator=g, dtype=torch.float64)).to(device=device, dtype=dtype)
+
+    wshape = (1, 1) if conv_weights else ()
+    x, r = randn(n, c, h, w), randn(n, c, h, w)
+    w1 = randn(hidden, c, *wshape, scale=2.0 / c ** 0.5)
+    w2 = randn(c, hidden, *wshape, scale=2.0 / hidden ** 0.5)
+    b1, b2 = (randn(hidden, scale=0.5), randn(c, scale=0.5)) if bias else (None, None)
+    return [x, r, w1, b1, w2, b2], randn(n, c, h, w)
+
+
+def with_changes(args: Sequence, **changes) -> list:
+    """A copy of the ca_tail argument list `args` with each named argument replaced: by
+    value(arg) where the value is callable, else by the value itself."""
+    out = list(args)
+    for name, value in changes.items():
+        i = CA_TAIL_ARGS.index(name)
+        out[i] = value(out[i]) if callable(value) else value
+    return out
+
+
+def ca_tail_bad_inputs(n: int, c: int, h: int, w: int) -> list:
+    """(changes for with_changes, error type, words its message must hold) for the argument
+    errors ca_tail and local_ca_tail share, on inputs of ca_tail_inputs(n, c, h, w, 4)."""
+    return [
+        (dict(x=lambda t: t[0]), ValueError, ["x must be a 4-D (N, C, H, W) tensor"]),
+        (dict(x=lambda t: t.int()), TypeError, ["x must be float64, float32, float16 or bfloat16"]),
+        (dict(r=lambda t: t[:, :3]), ValueError, [f"r must have shape [{n}, {c}, {h}, {w}] like x"]),
+        (dict(r=lambda t: t.float()), TypeError, ["r must have dtype", "like x"]),
+        (dict(w1=lambda t: t[:, :8]), ValueError, [f"w1 must have shape [hidden, {c}]"]),
+        (dict(w1=lambda t: t.expand(4, c, 3, 3)), ValueError, [f"w1 must have shape [hidden, {c}]"]),
+        (dict(w1=lambda t: t[:0], b1=None), ValueError, ["w1", "hidden >= 1"]),
+        (dict(w2=lambda t: t[:, :3]), ValueError, [f"w2 must have shape [{c}, 4] or [{c}, 4, 1, 1]"]),
+        (dict(w2=lambda t: t.float()), TypeError, ["w2 must have dtype", "like w1"]),
+        (dict(b1=lambda t: t[:3]), ValueError, ["b1 must have shape [4]"]),
+        (dict(b2=lambda t: t[:, None]), ValueError, [f"b2 must have shape [{c}]"]),
+        (dict(b2=lambda t: t.float()), TypeError, ["b2 must have dtype", "like w1"]),
+    ]

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import helpers
-from helpers import OP_TOLERANCE, assert_deterministic_across_thread_counts, assert_nonfinite_like, layouts, rel_err
+from helpers import (OP_TOLERANCE, assert_deterministic_across_thread_counts, assert_nonfinite_like, layouts,
+                     rel_err, with_changes)
 from mprnet_kernels.ops import _backend, ca_tail
 from mprnet_kernels.reference import blocks as reference_blocks
 
@@ -45,22 +46,7 @@ def reference(x, r, w1, b1, w2, b2):
     return torch.func.functional_call(layer, params, (x,)) + r
 
 
-def inputs(n, c, h, w, hidden, dtype=torch.float64, bias=True, seed=0, device="cpu", conv_weights=True):
-    """x, r, w1, b1, w2, b2 and a gradient for out, rounded to `dtype` once (so the float64
-    reference sees exactly the values the op sees). Weights are scaled like a trained layer's,
-    so the gate is neither saturated nor flat."""
-    g = torch.Generator().manual_seed(seed)
-
-    def randn(*shape, scale=1.0):
-        return (scale * torch.randn(shape, generator=g, dtype=torch.float64)).to(device=device, dtype=dtype)
-
-    wshape = (1, 1) if conv_weights else ()
-    x, r = randn(n, c, h, w), randn(n, c, h, w)
-    w1 = randn(hidden, c, *wshape, scale=2.0 / c ** 0.5)
-    w2 = randn(c, hidden, *wshape, scale=2.0 / hidden ** 0.5)
-    b1, b2 = (randn(hidden, scale=0.5), randn(c, scale=0.5)) if bias else (None, None)
-    grad = randn(n, c, h, w)
-    return [x, r, w1, b1, w2, b2], grad
+inputs = helpers.ca_tail_inputs
 
 
 def forward_backward(fn, args, grad):
@@ -251,35 +237,14 @@ def test_nan_and_inf_propagate_like_reference(dtype, layout):
         assert_nonfinite_like(a, b, name, OP_TOLERANCE[dtype])
 
 
-def _bad(args, **changes):
-    names = ["x", "r", "w1", "b1", "w2", "b2"]
-    out = list(args)
-    for name, value in changes.items():
-        out[names.index(name)] = value(out[names.index(name)]) if callable(value) else value
-    return out
-
-
-BAD_INPUTS = [
-    (dict(x=lambda t: t[0]), ValueError, ["x must be a 4-D (N, C, H, W) tensor"]),
-    (dict(x=lambda t: t.int()), TypeError, ["x must be float64, float32, float16 or bfloat16"]),
-    (dict(r=lambda t: t[:, :3]), ValueError, ["r must have shape [2, 16, 4, 4] like x"]),
-    (dict(r=lambda t: t.float()), TypeError, ["r must have dtype", "like x"]),
-    (dict(w1=lambda t: t[:, :8]), ValueError, ["w1 must have shape [hidden, 16]"]),
-    (dict(w1=lambda t: t.expand(4, 16, 3, 3)), ValueError, ["w1 must have shape [hidden, 16]"]),
-    (dict(w1=lambda t: t[:0], b1=None), ValueError, ["w1", "hidden >= 1"]),
-    (dict(w2=lambda t: t[:, :3]), ValueError, ["w2 must have shape [16, 4] or [16, 4, 1, 1]"]),
-    (dict(w2=lambda t: t.float()), TypeError, ["w2 must have dtype", "like w1"]),
-    (dict(b1=lambda t: t[:3]), ValueError, ["b1 must have shape [4]"]),
-    (dict(b2=lambda t: t[:, None]), ValueError, ["b2 must have shape [16]"]),
-    (dict(b2=lambda t: t.float()), TypeError, ["b2 must have dtype", "like w1"]),
-]
+BAD_INPUTS = helpers.ca_tail_bad_inputs(2, 16, 4, 4)
 
 
 @pytest.mark.parametrize("changes, error, words", BAD_INPUTS)
 def test_bad_input(changes, error, words):
     args, _ = inputs(2, 16, 4, 4, 4)
     with pytest.raises(error) as info:
-        ca_tail(*_bad(args, **changes))
+        ca_tail(*with_changes(args, **changes))
     for word in words:
         assert word in str(info.value), str(info.value)
 
@@ -289,7 +254,7 @@ def test_bad_input_under_compile(changes, error, words):
     args, _ = inputs(2, 16, 4, 4, 4)
     fn = torch.compile(ca_tail, fullgraph=True, backend="aot_eager")
     with pytest.raises(Exception, match=words[0].replace("[", r"\[")):
-        fn(*_bad(args, **changes))
+        fn(*with_changes(args, **changes))
 
 
 def test_backward_rejects_vectors_of_the_wrong_shape():
@@ -399,7 +364,7 @@ def test_triton_nan_and_inf_like_reference():
 def test_triton_checks_input_like_the_op():
     args, _ = inputs(2, 16, 4, 4, 4)
     with pytest.raises(ValueError, match=r"w2 must have shape \[16, 4\]"):
-        _backend.kernel("ca_tail_forward", "triton")(*_bad(args, w2=lambda t: t[:, :3]))
+        _backend.kernel("ca_tail_forward", "triton")(*with_changes(args, w2=lambda t: t[:, :3]))
 
 
 @needs_triton

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import helpers
-from helpers import OP_TOLERANCE, assert_deterministic_across_thread_counts, assert_nonfinite_like, layouts, rel_err
+from helpers import (OP_TOLERANCE, assert_deterministic_across_thread_counts, assert_nonfinite_like, layouts,
+                     rel_err, with_changes)
 from mprnet_kernels import nn as fused
 from mprnet_kernels.ops import _backend, ca_tail, local_ca_tail
 from mprnet_kernels.reference import blocks as reference_blocks
@@ -37,20 +38,7 @@ def _id(case):
     return "x".join(map(str, case[:5])) + "-w" + "x".join(map(str, case[5]))
 
 
-def inputs(n, c, h, w, hidden, dtype=torch.float64, bias=True, seed=0, device="cpu", conv_weights=True):
-    """x, r, w1, b1, w2, b2 and a gradient for out, rounded to `dtype` once (the float64 reference
-    sees exactly what the op sees); weights scaled like a trained layer's."""
-    g = torch.Generator().manual_seed(seed)
-
-    def randn(*shape, scale=1.0):
-        return (scale * torch.randn(shape, generator=g, dtype=torch.float64)).to(device=device, dtype=dtype)
-
-    wshape = (1, 1) if conv_weights else ()
-    x, r = randn(n, c, h, w), randn(n, c, h, w)
-    w1 = randn(hidden, c, *wshape, scale=2.0 / c ** 0.5)
-    w2 = randn(c, hidden, *wshape, scale=2.0 / hidden ** 0.5)
-    b1, b2 = (randn(hidden, scale=0.5), randn(c, scale=0.5)) if bias else (None, None)
-    return [x, r, w1, b1, w2, b2], randn(n, c, h, w)
+inputs = helpers.ca_tail_inputs
 
 
 def forward_backward(fn, args, grad, window):
@@ -241,24 +229,8 @@ def test_nan_and_inf_propagate_like_reference(dtype, layout):
         assert_nonfinite_like(a, b, name, OP_TOLERANCE[dtype])
 
 
-def _bad(args, **changes):
-    names = ["x", "r", "w1", "b1", "w2", "b2"]
-    out = list(args)
-    for name, value in changes.items():
-        out[names.index(name)] = value(out[names.index(name)]) if callable(value) else value
-    return out
-
-
-BAD_INPUTS = [
-    (dict(x=lambda t: t[0]), (2, 2), ValueError, ["x must be a 4-D (N, C, H, W) tensor"]),
-    (dict(x=lambda t: t.int()), (2, 2), TypeError, ["x must be float64, float32, float16 or bfloat16"]),
-    (dict(r=lambda t: t[:, :3]), (2, 2), ValueError, ["r must have shape [2, 16, 4, 5] like x"]),
-    (dict(r=lambda t: t.float()), (2, 2), TypeError, ["r must have dtype", "like x"]),
-    (dict(w1=lambda t: t[:, :8]), (2, 2), ValueError, ["w1 must have shape [hidden, 16]"]),
-    (dict(w2=lambda t: t[:, :3]), (2, 2), ValueError, ["w2 must have shape [16, 4] or [16, 4, 1, 1]"]),
-    (dict(w2=lambda t: t.float()), (2, 2), TypeError, ["w2 must have dtype", "like w1"]),
-    (dict(b1=lambda t: t[:3]), (2, 2), ValueError, ["b1 must have shape [4]"]),
-    (dict(b2=lambda t: t.float()), (2, 2), TypeError, ["b2 must have dtype", "like w1"]),
+# The argument errors ca_tail has (window (2, 2)), then the window's own.
+BAD_INPUTS = [(changes, (2, 2), error, words) for changes, error, words in helpers.ca_tail_bad_inputs(2, 16, 4, 5)] + [
     (dict(), (5, 2), ValueError, ["k1 (the window's height) must satisfy 1 <= k1 <= H = 4", "got 5"]),
     (dict(), (0, 2), ValueError, ["k1 (the window's height) must satisfy 1 <= k1 <= H = 4", "got 0"]),
     (dict(), (2, 6), ValueError, ["k2 (the window's width) must satisfy 1 <= k2 <= W = 5", "got 6"]),
@@ -268,24 +240,26 @@ BAD_INPUTS = [
     (dict(), (2, 2, 2), TypeError, ["window must be a pair of ints"]),
     (dict(), 3, TypeError, ["window must be a pair of ints (k1, k2), got 3"]),
 ]
+# Under compile: a shape error of r and of w2 (found by the fake function) and a window error.
+UNDER_COMPILE = [c for c in BAD_INPUTS if c[3][0].startswith(("r must have shape", "w2 must have shape", "k1 "))][:3]
 
 
 @pytest.mark.parametrize("changes, window, error, words", BAD_INPUTS)
 def test_bad_input(changes, window, error, words):
     args, _ = inputs(2, 16, 4, 5, 4)
     with pytest.raises(error) as info:
-        local_ca_tail(*_bad(args, **changes), window)
+        local_ca_tail(*with_changes(args, **changes), window)
     for word in words:
         assert word in str(info.value), str(info.value)
     assert "mprnet::local_ca_tail" in str(info.value)
 
 
-@pytest.mark.parametrize("changes, window, error, words", [BAD_INPUTS[2], BAD_INPUTS[5], BAD_INPUTS[9]])
+@pytest.mark.parametrize("changes, window, error, words", UNDER_COMPILE)
 def test_bad_input_under_compile(changes, window, error, words):
     args, _ = inputs(2, 16, 4, 5, 4)
     fn = torch.compile(lambda *a: local_ca_tail(*a, window), fullgraph=True, backend="aot_eager")
     with pytest.raises(Exception, match=words[0].replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
-        fn(*_bad(args, **changes))
+        fn(*with_changes(args, **changes))
 
 
 def test_bad_input_on_meta_tensors():
@@ -377,7 +351,7 @@ def test_triton_nan_and_inf_like_reference(layout):
 def test_triton_checks_input_like_the_op():
     args, _ = inputs(2, 16, 4, 5, 4)
     with pytest.raises(ValueError, match=r"w2 must have shape \[16, 4\]"):
-        run_triton(_bad(args, w2=lambda t: t[:, :3]), (2, 2))
+        run_triton(with_changes(args, w2=lambda t: t[:, :3]), (2, 2))
     with pytest.raises(ValueError, match="k1 .* must satisfy 1 <= k1 <= H = 4"):
         run_triton(args, (5, 2))
 
