@@ -201,37 +201,6 @@ def _cases_ca_tail(k, shape, mix, cl):
     k("ca_tail_forward")(x, r, w1, None, w2, None)
 
 
-def local_attention_tails(preset="deblur", size=(720, 1280), train_size=256) -> List[tuple]:
-    """[(shape, window)]: the distinct local CA tails one inference of the preset's fast model
-    makes on a (1, 3, *size) input with set_local_attention(train_size), read by forward hooks
-    on the meta device (a 720x1280 deblur: stage 3's 1x128x720x1280 with (384, 384), stage 1's
-    4x96x360x640 with (192, 192), ...)."""
-    import torch
-
-    from mprnet_kernels import nn as fused
-    from mprnet_kernels.model import MPRNet
-    from mprnet_kernels.reference import PRESETS
-    from mprnet_kernels.reference.ops import effective_window
-
-    with torch.device("meta"):
-        model = MPRNet.from_preset(preset).eval()
-    model.set_local_attention(train_size)
-    seen = {}
-
-    def record(layer, inputs, output):
-        x = inputs[0]
-        seen.setdefault((tuple(x.shape), effective_window(layer.window, x.shape[-2:])), None)
-
-    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, fused.CALayer)]
-    try:
-        with torch.no_grad():
-            model(torch.empty(1, PRESETS[preset]["in_c"], *size, device="meta"))
-    finally:
-        for h in hooks:
-            h.remove()
-    return list(seen)
-
-
 def _cases_local_ca_tail(k, shape, window, mix, cl):
     xd, rd, wd = mix
     x, r = _empty(shape, xd, cl), _empty(shape, rd, cl)
@@ -272,12 +241,13 @@ def launch_cases():
     k(schema) (the registered Triton kernel of that schema)."""
     mixes_up = [(d, d) for d in DTYPES] + [(h, "float32") for h in HALVES] + [("float32", h) for h in HALVES]
     from mprnet_kernels.registry import _local_window
+    from mprnet_kernels.shapes import local_attention_tails
 
     shapes = op_shapes()
     # local_ca_tail: the model's shapes with the registry's window (3/4 of the map), and the tails of
     # a 720x1280 deblur inference with TLC's windows.
     local = [(label, shape, _local_window(shape)) for label, shape in shapes.pop("local_ca_tail")]
-    local += [("deblur 720x1280 local", shape, window) for shape, window in local_attention_tails()]
+    local += [("deblur 720x1280 local", shape, window) for shape, window, _ in local_attention_tails()]
     for label, shape, window in local:
         for cl in _layouts(shape):
             lay = "channels_last" if cl else "nchw"

@@ -35,7 +35,8 @@ from .model import MPRNet
 from .reference import PRESETS
 from .registry import OPS
 
-__all__ = ["BENCH_INPUTS", "OpShape", "SITES", "model_shapes", "representative_shape", "shapes_for"]
+__all__ = ["BENCH_INPUTS", "OpShape", "SITES", "local_attention_tails", "model_shapes", "representative_shape",
+           "shapes_for"]
 
 #: Where the model calls a fused op (see the module docstring).
 SITES = ("cab", "sam", "stage_output", "stage_outputs", "up2_add")
@@ -111,3 +112,33 @@ def shapes_for(op: str, preset: str, batch: int = 1, height: int = 256, width: i
 def representative_shape(op: str, preset: str, batch: int = 1, height: int = 256, width: int = 256) -> OpShape:
     """The shape that carries most of `op`'s traffic (calls x size) in one forward."""
     return shapes_for(op, preset, batch, height, width)[0]
+
+
+@functools.lru_cache(maxsize=None)
+def local_attention_tails(preset: str = "deblur", height: int = 720, width: int = 1280, train_size: int = 256,
+                          base_size=None) -> Tuple[Tuple[Shape, Tuple[int, int], int], ...]:
+    """((shape, window, calls), ...): the distinct local CA tails one inference of the preset's
+    fast model makes on a (1, 3, height, width) input after set_local_attention(train_size,
+    base_size), with the window each uses (already clipped to its map) and how many times, the
+    most traffic first; read by forward hooks on the meta device. A 720x1280 deblur: stage 3's
+    1x128x720x1280 with (384, 384), stage 1's 4x96x360x640 with (192, 192), ..."""
+    from .reference.ops import effective_window
+
+    with torch.device("meta"):
+        model = MPRNet.from_preset(preset).eval()
+    model.set_local_attention(train_size, base_size)
+    seen = Counter()
+
+    def record(layer, inputs, output):
+        x = inputs[0]
+        seen.update([(tuple(x.shape), effective_window(layer.window, x.shape[-2:]))])
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, fused.CALayer)]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, PRESETS[preset]["in_c"], height, width, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    found = [(shape, window, calls) for (shape, window), calls in seen.items()]
+    return tuple(sorted(found, key=lambda t: -t[2] * t[0][0] * t[0][1] * t[0][2] * t[0][3]))

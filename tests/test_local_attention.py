@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from mprnet_kernels.reference import MPRNet, ca_tail, local_ca_tail, local_mean, replicate_to
 from mprnet_kernels.reference.blocks import CALayer
+from mprnet_kernels.shapes import local_attention_tails
 
 
 def _weights(c, hidden, g):
@@ -98,6 +99,20 @@ def test_windows_follow_the_feature_size_at_train_size():
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     model.set_local_attention(None)
     assert set(_windows(model).values()) == {None} and model.local_attention is None
+
+
+def test_local_attention_tails_of_a_full_frame_deblur():
+    """shapes.local_attention_tails (what bench/tlc_speed.py and bench/gpu_static.py time and
+    compile): one entry per CAB of the fast model, TLC's windows clipped to their maps."""
+    tails = local_attention_tails("deblur", 720, 1280, 256)
+    model = MPRNet.from_preset("deblur")
+    assert sum(calls for _, _, calls in tails) == sum(isinstance(m, CALayer) for m in model.modules())
+    # stage 3 at full resolution (ORSNet, 96 + 32 features) and stage 1's four 360x640 patches
+    assert tails[0] == ((1, 128, 720, 1280), (384, 384), 24)
+    assert ((4, 96, 360, 640), (192, 192), 3) in tails
+    assert all(1 <= k <= hw for shape, window, _ in tails for k, hw in zip(window, shape[2:]))
+    # on the train-size input every window is 1.5x its map: clipped, the global tail
+    assert all(window == shape[2:] for shape, window, _ in local_attention_tails("deblur", 256, 256, 256))
 
 
 def test_local_model_on_a_large_input_differs_and_on_the_train_size_input_is_global():
