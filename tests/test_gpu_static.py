@@ -151,3 +151,22 @@ def test_the_committed_report_is_clean():
     text = (ROOT / "README.md").read_text()
     for name in gpu_static.ALLOWED:
         assert name in text, f"README does not say why {name} keeps local memory"
+
+
+def _spec(name, n_divisible, block=1024, warps=4, dtype="*fp32"):
+    data = {"name": name, "signature": {"x_ptr": dtype, "n": "i32", "BLOCK": "constexpr"},
+            "constant_keys": [[2]], "constant_vals": [block],
+            "attrs_keys": [[0], [1], [2]], "attrs_vals": [[["tt.divisibility", 16]] if i < n_divisible else []
+                                                          for i in range(3)],
+            "options": {"num_warps": warps, "num_stages": 3}}
+    return gpu_static.Spec("m", name, json.dumps(data), name)
+
+
+def test_representatives_keep_one_per_alignment_class_the_widest():
+    specs = [_spec("k", 0), _spec("k", 2), _spec("k", 1),                # one class: the 2-fact one stands
+             _spec("k", 0, block=512), _spec("k", 0, warps=8), _spec("k", 1, dtype="*bf16"),
+             _spec("other", 0)]
+    chosen = gpu_static.representatives({s.data: s for s in specs})
+    assert len(chosen) == 5
+    assert specs[1].data in chosen and specs[0].data not in chosen and specs[2].data not in chosen
+    assert all(s.data in chosen for s in specs[3:])
