@@ -32,7 +32,7 @@ import torch
 
 from . import nn as fused
 from .model import MPRNet
-from .reference import PRESETS
+from .reference import PRESETS, preset_config
 from .registry import OPS
 
 __all__ = ["BENCH_INPUTS", "OpShape", "SITES", "local_attention_tails", "model_shapes", "representative_shape",
@@ -136,7 +136,7 @@ def local_attention_tails(preset: str = "deblur", height: int = 720, width: int 
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, fused.CALayer)]
     try:
         with torch.no_grad():
-            model(torch.empty(1, PRESETS[preset]["in_c"], height, width, device="meta"))
+            model(torch.empty(1, preset_config(preset)["in_c"], height, width, device="meta"))
     finally:
         for h in hooks:
             h.remove()
