@@ -35,6 +35,10 @@ be switched off on its own through `Rewrites` so that its effect and exactness c
   construction, the input on entry, the three output images back to the input's layout), the
   layout fast CPU (oneDNN) and GPU (cuDNN) convolutions work in; the fused ops read it in
   memory order. The same numbers, another layout.
+- ``prepacked_convs``: on CPU with gradients off, every convolution runs on a weight prepacked
+  once for oneDNN, with the CAB's PReLU, and the residual and cross-stage adds that follow a
+  convolution, fused into it as oneDNN post-ops (mprnet_kernels.nn.onednn; rebuilt when a weight
+  changes). Autograd, CUDA, tracing and torch.compile see the plain convolutions.
 - ``checkpoint_stages`` (off by default, not a rewrite): activation checkpointing per stage,
   trading recomputation for memory on big patches.
 """
@@ -51,6 +55,7 @@ import torch.utils.checkpoint
 
 from . import reference
 from .nn import replace_blocks
+from .nn.onednn import conv_add, pack_convs
 from .ops import upsample2x_add
 
 __all__ = ["MPRNet", "Rewrites"]
@@ -66,6 +71,7 @@ class Rewrites:
     fused_blocks: bool = True
     fused_upsample_add: bool = True
     channels_last: bool = True
+    prepacked_convs: bool = True
     checkpoint_stages: bool = False
 
     @classmethod
@@ -189,6 +195,8 @@ class MPRNet(reference.MPRNet):
             replace_blocks(self)
         if self.rewrites.channels_last:
             self.to(memory_format=torch.channels_last)
+        if self.rewrites.prepacked_convs:
+            pack_convs(self)  # the class of each Conv2d only: same objects, parameters, state_dict
 
     # ------------------------------------------------------------------ building blocks
     def _down(self, module: reference.DownSample, x: torch.Tensor) -> torch.Tensor:
@@ -212,14 +220,14 @@ class MPRNet(reference.MPRNet):
                  prev_dec: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
         fuse = prev_enc is not None
         enc1 = enc.encoder_level1(x)
-        if fuse:
-            enc1 = enc1 + enc.csff_enc1(prev_enc[0]) + enc.csff_dec1(prev_dec[0])
+        if fuse:  # the levels' outputs are new tensors, so the sums may go into them
+            enc1 = conv_add(enc.csff_dec1, prev_dec[0], into=conv_add(enc.csff_enc1, prev_enc[0], into=enc1))
         enc2 = enc.encoder_level2(self._down(enc.down12, enc1))
         if fuse:
-            enc2 = enc2 + enc.csff_enc2(prev_enc[1]) + enc.csff_dec2(prev_dec[1])
+            enc2 = conv_add(enc.csff_dec2, prev_dec[1], into=conv_add(enc.csff_enc2, prev_enc[1], into=enc2))
         enc3 = enc.encoder_level3(self._down(enc.down23, enc2))
         if fuse:
-            enc3 = enc3 + enc.csff_enc3(prev_enc[2]) + enc.csff_dec3(prev_dec[2])
+            enc3 = conv_add(enc.csff_dec3, prev_dec[2], into=conv_add(enc.csff_enc3, prev_enc[2], into=enc3))
         return [enc1, enc2, enc3]
 
     def _decoder(self, dec: reference.Decoder, enc: Sequence[torch.Tensor]) -> List[torch.Tensor]:
@@ -233,19 +241,28 @@ class MPRNet(reference.MPRNet):
         o = self.stage3_orsnet
         if not self.rewrites.conv_before_upsample:
             return o(x, enc, dec)
-        x = o.orb1(x) + o.conv_enc1(enc[0]) + o.conv_dec1(dec[0])
+        x = conv_add(o.conv_dec1, dec[0], into=conv_add(o.conv_enc1, enc[0], into=self._orb(o.orb1, x)))
 
         # Level 2: conv(up(conv_up(e))) == up(conv . conv_up (e)); both branches share one resize.
         m_enc = _matrix(o.conv_enc2) @ _matrix(o.up_enc1.up[1])
         m_dec = _matrix(o.conv_dec2) @ _matrix(o.up_dec1.up[1])
         low = _conv1x1(enc[1], m_enc, o.conv_enc2.bias) + _conv1x1(dec[1], m_dec, o.conv_dec2.bias)
-        x = self._up2_add(low, o.orb2(x))
+        x = self._up2_add(low, self._orb(o.orb2, x))
 
         # Level 3: two UpSamples in a row: conv3 . up . conv_b . up . conv_a == up . up . (conv3 conv_b conv_a).
         m_enc = _matrix(o.conv_enc3) @ _matrix(o.up_enc2[1].up[1]) @ _matrix(o.up_enc2[0].up[1])
         m_dec = _matrix(o.conv_dec3) @ _matrix(o.up_dec2[1].up[1]) @ _matrix(o.up_dec2[0].up[1])
         low = _conv1x1(enc[2], m_enc, o.conv_enc3.bias) + _conv1x1(dec[2], m_dec, o.conv_dec3.bias)
-        return self._up2_add(_up2(low), o.orb3(x))
+        return self._up2_add(_up2(low), self._orb(o.orb3, x))
+
+    @staticmethod
+    def _orb(orb: reference.ORB, x: torch.Tensor) -> torch.Tensor:
+        """body(x) + x, the add fused into body's last convolution."""
+        *cabs, last = orb.body
+        y = x
+        for cab in cabs:
+            y = cab(y)
+        return conv_add(last, y, add=x)
 
     def _stage(self, fn, *args):
         if self.rewrites.checkpoint_stages and torch.is_grad_enabled():
@@ -305,7 +322,7 @@ class MPRNet(reference.MPRNet):
 
         def stage3(x, sam_feat, *features):
             x3 = self.concat23(torch.cat([self.shallow_feat3(x), sam_feat], dim=1))
-            return self.tail(self._orsnet(x3, features[:3], features[3:])) + x
+            return conv_add(self.tail, self._orsnet(x3, features[:3], features[3:]), add=x)
 
         stage3_img = self._stage(stage3, x, sam_feat, *feat2, *res2)
         return [stage3_img, stage2_img, stage1_img]

@@ -32,6 +32,7 @@ import torch.nn as nn
 from ..ops.ca_tail import ca_tail
 from ..ops.local_ca_tail import local_ca_tail
 from ..ops.sam_gate import sam_gate
+from .onednn import conv_add, conv_prelu
 from ..reference import blocks as reference
 from ..reference import ops as reference_ops
 
@@ -123,7 +124,8 @@ class CAB(_FusedBlock):
         self.body = ref.body
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.CA(self.body(x), residual=x)
+        first, act, second = self.body
+        return self.CA(second(conv_prelu(first, act, x)), residual=x)
 
 
 class SAM(_FusedBlock):
@@ -141,7 +143,7 @@ class SAM(_FusedBlock):
         self.conv1, self.conv2, self.conv3 = ref.conv1, ref.conv2, ref.conv3
 
     def forward(self, x: torch.Tensor, x_img: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        img = self.conv2(x) + x_img
+        img = conv_add(self.conv2, x, add=x_img)
         x1, z = self.conv1(x), self.conv3(img)
         if not x1.dtype == z.dtype == x.dtype:
             dtype = torch.promote_types(torch.promote_types(x1.dtype, z.dtype), x.dtype)

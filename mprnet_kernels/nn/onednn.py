@@ -1,0 +1,182 @@
+"""CPU inference convolutions on weights prepacked once for oneDNN, with what follows a
+convolution fused into it as oneDNN post-ops: the CAB's PReLU (one shared slope, so a leaky
+ReLU), and residual adds (a binary add, or a sum into a buffer the caller owns).
+
+``PackedConv2d`` is an ``nn.Conv2d`` (same parameters, state_dict and ``isinstance``) whose
+forward takes this path when ``applies(x)``: a CPU tensor, gradients off (``torch.no_grad`` or
+``torch.inference_mode``; train or eval mode does not matter to a convolution), oneDNN built
+and enabled, and no tracer or compiler watching (exports and torch.compile see plain convs).
+Anything else (float64, CUDA, autograd, a dtype mix autocast would not make) runs
+``nn.Conv2d.forward`` unchanged.
+
+Stale weights. A pack remembers the weight tensor object, its storage address, its version
+counter and an exact copy of its values; it is rebuilt when any of them changed. The version
+counter sees in-place updates (optimizer steps, ``load_state_dict``, ``copy_`` under no_grad);
+the copy also sees writes through ``.data``, which bypass the counter. The copy costs one
+read of the weights per call (a few ms beside a forward of seconds) and their size in memory.
+
+Autocast (CPU, bfloat16): the convolution runs in bfloat16 on a bfloat16 pack, the input cast
+as autocast would cast it, where oneDNN has bfloat16 convolutions for the CPU (AVX-512 BW/VL/DQ
+or avx_ne_convert); elsewhere bfloat16 runs the eager convolution. A sum into a buffer of another dtype is not fused (the caller's add
+then promotes, as the reference's does).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["PackedConv2d", "applies", "conv_add", "conv_prelu", "pack_convs"]
+
+def _fusable() -> tuple:
+    # oneDNN refuses bfloat16 convolutions on CPUs without avx_ne_convert or AVX-512 BW/VL/DQ
+    # (eager's bfloat16 convolution then takes another path, which the fallback keeps).
+    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return (torch.float32, torch.bfloat16) if bf16 else (torch.float32,)
+
+
+_FUSABLE = _fusable()
+
+
+def applies(x: torch.Tensor) -> bool:
+    """Whether a convolution of `x` takes the prepacked oneDNN path (module docstring)."""
+    # The compiler and tracer checks first: Dynamo refuses to trace torch.backends' functions.
+    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing() and not torch.jit.is_scripting()
+            and x.device.type == "cpu" and x.layout == torch.strided and x.dim() == 4
+            and not torch.is_grad_enabled()
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
+def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> Optional[torch.dtype]:
+    """The dtype F.conv2d would compute in, where the packed path supports it; else None."""
+    if torch.is_autocast_enabled("cpu"):
+        bf16 = torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.bfloat16 in _FUSABLE
+        if bf16 and x.dtype in (torch.float32, torch.bfloat16):
+            return torch.bfloat16
+        return None
+    return x.dtype if x.dtype == weight.dtype and x.dtype in _FUSABLE else None
+
+
+class _Pack:
+    __slots__ = ("weight", "ptr", "version", "copy", "bias", "bias_version", "bias_copy", "dtype", "packed",
+                 "packed_bias")
+
+    def fresh(self, conv: nn.Conv2d, dtype: torch.dtype) -> bool:
+        w, b = conv.weight, conv.bias
+        if self.weight is not w or self.ptr != w.data_ptr() or self.version != w._version or self.dtype != dtype:
+            return False
+        if (b is None) != (self.bias is None):
+            return False
+        if b is not None and (self.bias is not b or self.bias_version != b._version or not torch.equal(self.bias_copy, b)):
+            return False
+        return torch.equal(self.copy, w)
+
+
+_packs: "weakref.WeakKeyDictionary[nn.Conv2d, _Pack]" = weakref.WeakKeyDictionary()
+
+
+def _pack(conv: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype) -> _Pack:
+    found = _packs.get(conv)
+    if found is not None and found.fresh(conv, dtype):
+        return found
+    w, b = conv.weight.detach(), conv.bias
+    p = _Pack()
+    # detach() shares the storage, so the old address stays taken while the pack lives (a new
+    # tensor cannot reuse it) and the version counter is the parameter's own.
+    p.weight, p.ptr, p.version, p.copy, p.dtype = conv.weight, w.data_ptr(), w._version, w.clone(), dtype
+    p.bias = b
+    p.bias_version = None if b is None else b._version
+    p.bias_copy = None if b is None else b.detach().clone()
+    p.packed = torch.ops.mkldnn._reorder_convolution_weight(
+        w.to(dtype), list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape))
+    p.packed_bias = None if b is None else b.detach().to(dtype)
+    _packs[conv] = p
+    return p
+
+
+class PackedConv2d(nn.Conv2d):
+    """An nn.Conv2d that runs on a prepacked oneDNN weight where ``applies`` (module docstring).
+
+    ``fused(x, slope=None, add=None, into=None)`` is ``conv(x)``, then a leaky ReLU of negative
+    slope `slope` (a one-element tensor: a single-parameter PReLU's weight), then ``+ add``
+    (a new output) or ``into + ...`` (written in place into `into`, which the caller owns and no
+    one else reads, where the dtypes allow; use the returned tensor); one oneDNN primitive where
+    it applies, the same eager ops otherwise.
+    """
+
+    def _usable(self, x: torch.Tensor) -> Optional[torch.dtype]:
+        if self.padding_mode != "zeros" or isinstance(self.padding, str) or not applies(x):
+            return None
+        return _compute_dtype(x, self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fused(x)
+
+    def fused(self, x: torch.Tensor, slope: Optional[torch.Tensor] = None, add: Optional[torch.Tensor] = None,
+              into: Optional[torch.Tensor] = None) -> torch.Tensor:
+        dtype = self._usable(x)
+        if dtype is None:
+            return _eager(super().forward(x), slope, add, into)
+        p = _pack(self, x, dtype)
+        args = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
+        x = x.to(dtype)
+        if slope is not None:  # oneDNN would apply a binary post-op before the unary one
+            y = torch.ops.mkldnn._convolution_pointwise(x, p.packed, p.packed_bias, *args, "leaky_relu",
+                                                        [float(slope)], "")
+            return _eager(y, None, add, into)
+        shape = _out_shape(self, x)
+        if into is not None and into.dtype == dtype and into.shape == shape and into.is_contiguous(
+                memory_format=_layout(x)):
+            return torch.ops.mkldnn._convolution_pointwise_.binary(
+                into, x, p.packed, p.packed_bias, *args, "add", 1.0, None, [], None)
+        if into is None and add is not None and add.dtype == dtype and add.shape == shape:
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                x, add, p.packed, p.packed_bias, *args, "add", None, None, [], None)
+        y = torch.ops.mkldnn._convolution_pointwise(x, p.packed, p.packed_bias, *args, "none", [], "")
+        return _eager(y, None, add, into)
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
+def _out_shape(conv: nn.Conv2d, x: torch.Tensor) -> torch.Size:
+    return torch.Size((x.shape[0], conv.out_channels) + tuple((x.shape[2 + i] + 2 * conv.padding[i] - conv.dilation[i] * (conv.kernel_size[i] - 1) - 1)
+                 // conv.stride[i] + 1 for i in range(2)))
+
+
+def _eager(y: torch.Tensor, slope, add, into) -> torch.Tensor:
+    if slope is not None:
+        y = F.prelu(y, slope)
+    if add is not None:
+        y = y + add
+    return y if into is None else into + y
+
+
+def pack_convs(module: nn.Module) -> nn.Module:
+    """Makes every plain ``nn.Conv2d`` in `module` a ``PackedConv2d`` in place (the same object
+    and parameters; only the class changes) and returns `module`."""
+    for m in module.modules():
+        if type(m) is nn.Conv2d:
+            m.__class__ = PackedConv2d
+    return module
+
+
+def conv_add(conv: nn.Conv2d, x: torch.Tensor, add: Optional[torch.Tensor] = None,
+             into: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``conv(x) + add`` (or ``into + conv(x)``, possibly written into `into`), fused where
+    `conv` is a PackedConv2d and the packed path applies."""
+    if isinstance(conv, PackedConv2d):
+        return conv.fused(x, add=add, into=into)
+    return _eager(conv(x), None, add, into)
+
+
+def conv_prelu(conv: nn.Conv2d, act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(conv(x))``, fused where `conv` is a PackedConv2d and `act` a single-slope PReLU."""
+    if isinstance(conv, PackedConv2d) and type(act) is nn.PReLU and act.num_parameters == 1:
+        return conv.fused(x, slope=act.weight)
+    return act(conv(x))
