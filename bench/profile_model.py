@@ -42,8 +42,11 @@ if __package__ in (None, ""):  # run as a script: the repository root on the pat
 from mprnet_kernels import benchmark as mk  # noqa: E402
 
 # aten::conv2d, aten::convolution, aten::_convolution and the backends they call
-# (mkldnn_convolution, cudnn_convolution, thnn_conv2d, _slow_conv2d_forward, conv_depthwise2d).
-_CONV_FORWARD = re.compile(r"^aten::_?(conv[123]d|convolution$|[a-z]+_convolution|thnn_conv|slow_conv|conv_depthwise)")
+# (mkldnn_convolution, cudnn_convolution, thnn_conv2d, _slow_conv2d_forward, conv_depthwise2d),
+# and the prepacked oneDNN convolutions with fused post-ops (mkldnn::_convolution_pointwise*,
+# mprnet_kernels.nn.onednn): their PReLU and adds count as convolution time.
+_CONV_FORWARD = re.compile(r"^aten::_?(conv[123]d|convolution$|[a-z]+_convolution|thnn_conv|slow_conv|conv_depthwise)"
+                           r"|^mkldnn::_convolution_pointwise")
 _CONV_BACKWARD = re.compile(r"ConvolutionBackward|^aten::.*conv.*backward")
 
 

@@ -22,6 +22,8 @@ import profile_model  # noqa: E402
     ("aten::convolution_backward", "backward"), ("aten::_slow_conv2d_backward", "backward"),
     ("aten::_convert_indices_from_coo_to_csr", None), ("aten::add", None), ("mprnet::ca_tail_forward", None),
     ("aten::copy_", None), ("Optimizer.step#Adam.step", None), ("aten::conv_tbc_backward_x", "backward"),
+    ("mkldnn::_convolution_pointwise", "forward"), ("mkldnn::_convolution_pointwise.binary", "forward"),
+    ("mkldnn::_convolution_pointwise_.binary", "forward"), ("mkldnn::_reorder_convolution_weight", None),
 ])
 def test_conv_kind(name, kind):
     assert profile_model.conv_kind(name) == kind
