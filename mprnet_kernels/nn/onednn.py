@@ -3,11 +3,16 @@ convolution fused into it as oneDNN post-ops: the CAB's PReLU (one shared slope,
 ReLU), and residual adds (a binary add, or a sum into a buffer the caller owns).
 
 ``PackedConv2d`` is an ``nn.Conv2d`` (same parameters, state_dict and ``isinstance``) whose
-forward takes this path when ``applies(x)``: a CPU tensor, gradients off (``torch.no_grad`` or
-``torch.inference_mode``; train or eval mode does not matter to a convolution), oneDNN built
-and enabled, and no tracer or compiler watching (exports and torch.compile see plain convs).
-Anything else (float64, CUDA, autograd, a dtype mix autocast would not make) runs
-``nn.Conv2d.forward`` unchanged.
+forward takes this path when ``applies(x)``: a non-empty channels_last CPU tensor (the fast
+model's layout; a packed weight makes oneDNN return channels_last, so other layouts would change
+the output's), gradients off (``torch.no_grad`` or ``torch.inference_mode``; train or eval mode
+does not matter to a convolution), oneDNN built and enabled, and no tracer, compiler, tensor
+subclass, vmap or dispatch mode watching (exports, torch.compile and FlopCounterMode see plain
+convs). Anything else (float64, CUDA, autograd, NCHW, a dtype mix autocast would not make) runs
+``nn.Conv2d.forward`` unchanged. TorchScript and FX's symbolic tracing do not support the class.
+
+The caller of ``into`` promises that no one else reads the buffer afterwards (a forward hook
+that kept it would see the sum); a buffer sharing memory with the input is never written.
 
 Stale weights. A pack remembers the weight tensor object, its storage address, its version
 counter and an exact copy of its values; it is rebuilt when any of them changed. The version
@@ -17,8 +22,10 @@ read of the weights per call (a few ms beside a forward of seconds) and their si
 
 Autocast (CPU, bfloat16): the convolution runs in bfloat16 on a bfloat16 pack, the input cast
 as autocast would cast it, where oneDNN has bfloat16 convolutions for the CPU (AVX-512 BW/VL/DQ
-or avx_ne_convert); elsewhere bfloat16 runs the eager convolution. A sum into a buffer of another dtype is not fused (the caller's add
-then promotes, as the reference's does).
+or avx_ne_convert); elsewhere bfloat16 runs the eager convolution. A sum into a buffer of
+another dtype is not fused (the caller's add then promotes, as the reference's does). The fused
+leaky ReLU and adds round once, in float32, where eager rounds the convolution's bfloat16 output
+first (and autocast rounds the PReLU slope to bfloat16): within the bf16 tolerance, not bitwise.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 __all__ = ["PackedConv2d", "applies", "conv_add", "conv_prelu", "pack_convs"]
 
@@ -45,8 +53,14 @@ _FUSABLE = _fusable()
 def applies(x: torch.Tensor) -> bool:
     """Whether a convolution of `x` takes the prepacked oneDNN path (module docstring)."""
     # The compiler and tracer checks first: Dynamo refuses to trace torch.backends' functions.
+    # A packed weight makes oneDNN compute and return channels_last, so only channels_last
+    # inputs (the fast model's layout) take the path: the output keeps the input's layout.
+    # Tensor subclasses (fake tensors) and dispatch modes (FlopCounterMode, ...) see plain convs.
     return (not torch.compiler.is_compiling() and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and x.device.type == "cpu" and x.layout == torch.strided and x.dim() == 4
+            and type(x) is torch.Tensor and _get_current_dispatch_mode() is None
+            and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+            and x.device.type == "cpu" and x.layout == torch.strided and x.dim() == 4 and x.numel() > 0
+            and x.is_contiguous(memory_format=torch.channels_last)
             and not torch.is_grad_enabled()
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
@@ -55,7 +69,7 @@ def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> Optional[torch.dtyp
     """The dtype F.conv2d would compute in, where the packed path supports it; else None."""
     if torch.is_autocast_enabled("cpu"):
         bf16 = torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.bfloat16 in _FUSABLE
-        if bf16 and x.dtype in (torch.float32, torch.bfloat16):
+        if bf16 and x.dtype in (torch.float32, torch.bfloat16) and weight.dtype in (torch.float32, torch.bfloat16):
             return torch.bfloat16
         return None
     return x.dtype if x.dtype == weight.dtype and x.dtype in _FUSABLE else None
@@ -85,8 +99,8 @@ def _pack(conv: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype) -> _Pack:
         return found
     w, b = conv.weight.detach(), conv.bias
     p = _Pack()
-    # detach() shares the storage, so the old address stays taken while the pack lives (a new
-    # tensor cannot reuse it) and the version counter is the parameter's own.
+    # The address alone could be reused by a new tensor after `.data =`; the exact copy of the
+    # values below catches that too. detach() shares the parameter's version counter.
     p.weight, p.ptr, p.version, p.copy, p.dtype = conv.weight, w.data_ptr(), w._version, w.clone(), dtype
     p.bias = b
     p.bias_version = None if b is None else b._version
@@ -129,19 +143,18 @@ class PackedConv2d(nn.Conv2d):
                                                         [float(slope)], "")
             return _eager(y, None, add, into)
         shape = _out_shape(self, x)
-        if into is not None and into.dtype == dtype and into.shape == shape and into.is_contiguous(
-                memory_format=_layout(x)):
+        # `into` is written while x is read: never when they share memory.
+        if (into is not None and into.dtype == dtype and into.shape == shape
+                and into.is_contiguous(memory_format=torch.channels_last)
+                and into.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()):
             return torch.ops.mkldnn._convolution_pointwise_.binary(
                 into, x, p.packed, p.packed_bias, *args, "add", 1.0, None, [], None)
-        if into is None and add is not None and add.dtype == dtype and add.shape == shape:
+        if (into is None and add is not None and add.dtype == dtype and add.shape == shape
+                and add.is_contiguous(memory_format=torch.channels_last)):
             return torch.ops.mkldnn._convolution_pointwise.binary(
                 x, add, p.packed, p.packed_bias, *args, "add", None, None, [], None)
         y = torch.ops.mkldnn._convolution_pointwise(x, p.packed, p.packed_bias, *args, "none", [], "")
         return _eager(y, None, add, into)
-
-
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
 
 def _out_shape(conv: nn.Conv2d, x: torch.Tensor) -> torch.Size:

@@ -56,7 +56,10 @@ def test_packed_conv_matches_conv2d(layout, k, bias, shape):
         assert rel_err(out, add + expected) < 1e-5
         # a slope and an add together: PReLU first, then the add (the order the blocks need)
         assert rel_err(conv.fused(x, slope=slope, add=add), F.prelu(expected, slope) + add) < 1e-5
-    assert conv in onednn._packs
+        for out in (conv(x), conv.fused(x, slope=slope), conv.fused(x, add=add)):
+            assert out.is_contiguous(memory_format=layout)  # the input's layout, as nn.Conv2d keeps it
+    # Only channels_last inputs are packed (oneDNN returns channels_last from a packed weight).
+    assert (conv in onednn._packs) == (layout == torch.channels_last)
 
 
 def test_into_is_written_in_place_on_the_packed_path():
@@ -238,3 +241,39 @@ def test_fast_model_compiles_fullgraph_under_no_grad():
         expected = model(x)
         for a, b in zip(compiled(x), expected):
             assert rel_err(a, b) < 1e-6
+
+
+def _counting_packs(monkeypatch):
+    calls = []
+    real = onednn._pack
+    monkeypatch.setattr(onednn, "_pack", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+def test_into_that_shares_the_input_memory_is_not_written(monkeypatch):
+    conv = packed(4, 4, 3, False)
+    x = rand(1, 4, 6, 6)
+    with torch.no_grad():
+        expected = x + plain(conv, x)
+        out = conv.fused(x, into=x)  # oneDNN would write x while reading it
+        assert rel_err(out, expected) < 1e-5 and out is not x
+
+
+def test_plain_convolution_for_empty_batches_modes_subclasses_and_float64_weights_under_autocast(monkeypatch):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    calls = _counting_packs(monkeypatch)
+    conv = packed(3, 5, 3, True)
+    with torch.no_grad():
+        assert conv(rand(0, 3, 6, 6)).shape == (0, 5, 6, 6)
+        x = rand(1, 3, 6, 6)
+        with FlopCounterMode(display=False) as counter:
+            conv(x)
+        assert counter.get_total_flops() > 0  # the convolution was counted
+        with torch._subclasses.fake_tensor.FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fake = mode.from_tensor(x)
+            assert conv(fake).shape == (1, 5, 6, 6)
+        conv.double()
+        with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(RuntimeError):
+            conv(x)  # what eager does with a float64 weight and a float32 input
+    assert not calls
