@@ -20,12 +20,14 @@ measured side by side in one run on whatever device is present.
    same factor, so that every window covers the same fraction of its map (a CPU takes minutes
    per full-resolution forward).
 
-Medians of --reps calls after --warmup, wall clock on a CPU (CUDA events on a GPU).
+Medians of --reps calls after --warmup, wall clock on a CPU (CUDA events on a GPU); the op
+rows' three implementations take turns, one call each per round.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -55,6 +57,19 @@ def _size(text: str) -> tuple:
     return h, w
 
 
+def _in_turns(fns: dict, device: str, warmup: int, reps: int) -> dict:
+    """{name: median ms}: after `warmup` calls of each, the functions take turns, one timed call
+    each per round, so that a drift of the machine falls on all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            times[k].append(median_time(fn, device, 0, 1))
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
 def op_rows(preset: str, size: tuple, train_size: int, device: str, warmup: int, reps: int) -> list:
     """One dict per distinct tail: shape, window, calls, and the three medians in ms."""
     hidden_of = lambda c: max(c // preset_config(preset)["reduction"], 1)  # noqa: E731
@@ -72,7 +87,7 @@ def op_rows(preset: str, size: tuple, train_size: int, device: str, warmup: int,
                "global": lambda: ca_tail(x, r, w1, None, w2, None)}
         with torch.no_grad():
             err = rel_err(fns["fused"](), fns["eager"]())
-            times = {k: median_time(fn, device, warmup, reps) * 1e3 for k, fn in fns.items()}
+            times = _in_turns(fns, device, warmup, reps)
         gb_per_s = passes * x.numel() * x.element_size() / (times["fused"] / 1e3) / 1e9
         rows.append(dict(shape=shape, window=window, calls=calls, err=err, gb_per_s=gb_per_s, **times))
         del x, r
@@ -206,17 +221,23 @@ def main(argv=None) -> int:
     which.add_argument("--model-only", action="store_true", help="the model rows only")
     p.add_argument("--fast-only", action="store_true",
                    help="the model rows of the fast model alone (what local costs it; no reference model)")
-    p.add_argument("--out", type=Path, help="the Markdown report (default bench/results/tlc_speed-<device>.md)")
+    p.add_argument("--out", type=Path, help="the Markdown report (default bench/results/tlc_speed-<device>[-ops|-model|-fast].md)")
     args = p.parse_args(argv)
     if args.train_size <= 0 or args.reps <= 0 or args.warmup < 0:
         p.error("--train-size and --reps must be positive, --warmup not negative")
+    if args.train_size % 8:
+        p.error(f"--train-size must be a multiple of 8, got {args.train_size}")
+    if args.fast_only and args.ops_only:
+        p.error("--fast-only chooses the model rows; it goes with --model-only or the full run, not --ops-only")
     args.model_size = args.model_size or args.size
     (h, w), (mh, mw) = args.size, args.model_size
     if mh * w != mw * h or (args.train_size * mh) % h or model_train_size(args) % 8:
         p.error(f"--model-size {mh}x{mw} must be {h}x{w} scaled by a factor that keeps train_size "
                 f"{args.train_size} a whole multiple of 8")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    out = args.out or ROOT / "bench" / "results" / f"tlc_speed-{device}.md"
+    # A partial run never overwrites the full report by default.
+    part = "-ops" if args.ops_only else "-fast" if args.fast_only else "-model" if args.model_only else ""
+    out = args.out or ROOT / "bench" / "results" / f"tlc_speed-{device}{part}.md"
     t0 = time.perf_counter()
     copy_gb = copy_bandwidth(device) / 1e9
     ops = [] if args.model_only else op_rows(args.preset, args.size, args.train_size, device, args.warmup, args.reps)

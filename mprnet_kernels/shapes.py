@@ -114,14 +114,19 @@ def representative_shape(op: str, preset: str, batch: int = 1, height: int = 256
     return shapes_for(op, preset, batch, height, width)[0]
 
 
-@functools.lru_cache(maxsize=None)
-def local_attention_tails(preset: str = "deblur", height: int = 720, width: int = 1280, train_size: int = 256,
+def local_attention_tails(preset: str = "deblur", height: int = 720, width: int = 1280, train_size=256,
                           base_size=None) -> Tuple[Tuple[Shape, Tuple[int, int], int], ...]:
     """((shape, window, calls), ...): the distinct local CA tails one inference of the preset's
     fast model makes on a (1, 3, height, width) input after set_local_attention(train_size,
     base_size), with the window each uses (already clipped to its map) and how many times, the
     most traffic first; read by forward hooks on the meta device. A 720x1280 deblur: stage 3's
     1x128x720x1280 with (384, 384), stage 1's 4x96x360x640 with (192, 192), ..."""
+    hashable = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731  (the cache's keys)
+    return _local_attention_tails(preset, height, width, hashable(train_size), hashable(base_size))
+
+
+@functools.lru_cache(maxsize=None)
+def _local_attention_tails(preset, height, width, train_size, base_size):
     from .reference.ops import effective_window
 
     with torch.device("meta"):

@@ -51,6 +51,8 @@ def test_parts_can_be_run_alone(tmp_path):
     (["--ops-only", "--model-only"], "not allowed with argument"),
     (["--size", "64x64", "--model-size", "32x40"], "--model-size 32x40 must be 64x64 scaled"),
     (["--size", "64x64", "--model-size", "8x8", "--train-size", "16"], "whole multiple of 8"),
+    (["--train-size", "100"], "--train-size must be a multiple of 8, got 100"),
+    (["--ops-only", "--fast-only"], "--fast-only chooses the model rows"),
 ])
 def test_bad_arguments_are_named(argv, words, capsys):
     with pytest.raises(SystemExit) as info:

@@ -113,6 +113,7 @@ def test_local_attention_tails_of_a_full_frame_deblur():
     assert all(1 <= k <= hw for shape, window, _ in tails for k, hw in zip(window, shape[2:]))
     # on the train-size input every window is 1.5x its map: clipped, the global tail
     assert all(window == shape[2:] for shape, window, _ in local_attention_tails("deblur", 256, 256, 256))
+    assert local_attention_tails("deblur", 720, 1280, [256, 256], [384, 384]) == tails  # pairs as lists too
 
 
 def test_local_model_on_a_large_input_differs_and_on_the_train_size_input_is_global():
