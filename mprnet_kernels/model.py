@@ -35,7 +35,7 @@ be switched off on its own through `Rewrites` so that its effect and exactness c
   construction, the input on entry, the three output images back to the input's layout), the
   layout fast CPU (oneDNN) and GPU (cuDNN) convolutions work in; the fused ops read it in
   memory order. The same numbers, another layout.
-- ``prepacked_convs``: on CPU with gradients off, every convolution runs on a weight prepacked
+- ``prepacked_convs``: on CPU with gradients off (and channels_last features), every convolution runs on a weight prepacked
   once for oneDNN, with the CAB's PReLU, and the residual and cross-stage adds that follow a
   convolution, fused into it as oneDNN post-ops (mprnet_kernels.nn.onednn; rebuilt when a weight
   changes). Autograd, CUDA, tracing and torch.compile see the plain convolutions.
