@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 import mprnet_kernels
 from mprnet_kernels import reference
 from mprnet_kernels.benchmark.report import environment
+from mprnet_kernels.benchmark.timing import median_times_in_turns
 from mprnet_kernels.testing import rel_err
 
 TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}
@@ -74,13 +74,8 @@ def run(preset: str, size, dtype: str, rounds: int, compile_: bool) -> dict:
             impls["compile_freezing"] = compiled
         expected = ref(x)[0].float()
         errors = {name: rel_err(m(x)[0].float(), expected) for name, m in impls.items()}  # also the warm-up call
-        times = {name: [] for name in impls}
-        for _ in range(rounds):
-            for name, m in impls.items():
-                t0 = time.perf_counter()
-                m(x)
-                times[name].append(time.perf_counter() - t0)
-    ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+        seconds = median_times_in_turns({name: lambda m=m: m(x) for name, m in impls.items()}, "cpu", 0, rounds)
+    ms = {name: t * 1e3 for name, t in seconds.items()}
     row = {"preset": preset, "shape": [1, 3, *size], "dtype": dtype, "rounds": rounds, "ms": ms,
            "errors": errors, "ok": all(e < TOLERANCE[dtype] for e in errors.values()), "compile_s": compile_s}
     row["ours_vs_eager"] = ms["eager"] / ms["ours"]

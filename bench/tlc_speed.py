@@ -27,7 +27,6 @@ rows' three implementations take turns, one call each per round.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch
 
 from mprnet_kernels import MPRNet, reference
 from mprnet_kernels.benchmark.report import environment
-from mprnet_kernels.benchmark.timing import copy_bandwidth, median_time
+from mprnet_kernels.benchmark.timing import copy_bandwidth, median_time, median_times_in_turns
 from mprnet_kernels.ops import ca_tail, local_ca_tail
 from mprnet_kernels.reference import EXTRA_PRESETS, PRESETS, preset_config
 from mprnet_kernels.reference import local_ca_tail as reference_local_ca_tail
@@ -57,19 +56,6 @@ def _size(text: str) -> tuple:
     return h, w
 
 
-def _in_turns(fns: dict, device: str, warmup: int, reps: int) -> dict:
-    """{name: median ms}: after `warmup` calls of each, the functions take turns, one timed call
-    each per round, so that a drift of the machine falls on all of them alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            times[k].append(median_time(fn, device, 0, 1))
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
-
-
 def op_rows(preset: str, size: tuple, train_size: int, device: str, warmup: int, reps: int) -> list:
     """One dict per distinct tail: shape, window, calls, and the three medians in ms."""
     hidden_of = lambda c: max(c // preset_config(preset)["reduction"], 1)  # noqa: E731
@@ -87,7 +73,7 @@ def op_rows(preset: str, size: tuple, train_size: int, device: str, warmup: int,
                "global": lambda: ca_tail(x, r, w1, None, w2, None)}
         with torch.no_grad():
             err = rel_err(fns["fused"](), fns["eager"]())
-            times = _in_turns(fns, device, warmup, reps)
+            times = {k: t * 1e3 for k, t in median_times_in_turns(fns, device, warmup, reps).items()}
         gb_per_s = passes * x.numel() * x.element_size() / (times["fused"] / 1e3) / 1e9
         rows.append(dict(shape=shape, window=window, calls=calls, err=err, gb_per_s=gb_per_s, **times))
         del x, r

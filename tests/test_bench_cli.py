@@ -310,3 +310,13 @@ def test_local_attention_rows(tmp_path, capsys):
         assert all(m.local_attention is None for m in model_runs.model_pair("deblur", "cpu", TINY.model_overrides))
     finally:
         model_runs.clear_models()
+
+
+def test_median_times_in_turns_alternates_after_the_warm_up():
+    from mprnet_kernels.benchmark.timing import median_times_in_turns
+
+    calls = []
+    times = median_times_in_turns({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, "cpu",
+                                  warmup=2, reps=3)
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())

@@ -18,7 +18,8 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-__all__ = ["MEMORY_MEASURE", "copy_bandwidth", "median_time", "peak_memory", "synchronize", "tensor_bytes"]
+__all__ = ["MEMORY_MEASURE", "copy_bandwidth", "median_time", "median_times_in_turns", "peak_memory", "synchronize",
+           "tensor_bytes"]
 
 
 def synchronize(device) -> None:
@@ -48,6 +49,21 @@ def median_time(fn: Callable[[], object], device, warmup: int = 3, reps: int = 1
             fn()
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def median_times_in_turns(fns: Dict[str, Callable[[], object]], device, warmup: int = 1,
+                          reps: int = 3) -> Dict[str, float]:
+    """{name: median wall time of fn() in seconds}: after `warmup` untimed calls of each, the
+    functions take turns, one timed call each per round (median_time's timing), so that a drift
+    of a shared machine falls on all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: Dict[str, list] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            times[k].append(median_time(fn, device, 0, 1))
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 _copy_bw_cache: Dict[tuple, float] = {}
