@@ -14,11 +14,11 @@ convs). Anything else (float64, CUDA, autograd, NCHW, a dtype mix autocast would
 The caller of ``into`` promises that no one else reads the buffer afterwards (a forward hook
 that kept it would see the sum); a buffer sharing memory with the input is never written.
 
-Stale weights. A pack remembers the weight tensor object, its storage address, its version
-counter and an exact copy of its values; it is rebuilt when any of them changed. The version
-counter sees in-place updates (optimizer steps, ``load_state_dict``, ``copy_`` under no_grad);
-the copy also sees writes through ``.data``, which bypass the counter. The copy costs one
-read of the weights per call (a few ms beside a forward of seconds) and their size in memory.
+Stale weights. A pack keeps an exact copy of the weight and bias values it was made from and
+is rebuilt when the module's differ: optimizer steps, ``load_state_dict``, a new Parameter and
+writes through ``.data`` (which bypass the version counter) are all seen the same way. The
+comparison reads the weights once per call (a few ms beside a forward of seconds); the copy
+costs their size in memory.
 
 Autocast (CPU, bfloat16): the convolution runs in bfloat16 on a bfloat16 pack, the input cast
 as autocast would cast it, where oneDNN has bfloat16 convolutions for the CPU (AVX-512 BW/VL/DQ
@@ -76,18 +76,15 @@ def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> Optional[torch.dtyp
 
 
 class _Pack:
-    __slots__ = ("weight", "ptr", "version", "copy", "bias", "bias_version", "bias_copy", "dtype", "packed",
-                 "packed_bias")
+    """A convolution's packed weight and bias, with exact copies of the values they came from."""
+    __slots__ = ("copy", "bias_copy", "dtype", "packed", "packed_bias")
 
     def fresh(self, conv: nn.Conv2d, dtype: torch.dtype) -> bool:
-        w, b = conv.weight, conv.bias
-        if self.weight is not w or self.ptr != w.data_ptr() or self.version != w._version or self.dtype != dtype:
-            return False
-        if (b is None) != (self.bias is None):
-            return False
-        if b is not None and (self.bias is not b or self.bias_version != b._version or not torch.equal(self.bias_copy, b)):
-            return False
-        return torch.equal(self.copy, w)
+        # The values decide: an equal weight packs to the same thing, whatever object, storage
+        # or version counter holds it (a changed shape is unequal).
+        b = conv.bias
+        return (self.dtype == dtype and (b is None) == (self.bias_copy is None)
+                and (b is None or torch.equal(self.bias_copy, b)) and torch.equal(self.copy, conv.weight))
 
 
 _packs: "weakref.WeakKeyDictionary[nn.Conv2d, _Pack]" = weakref.WeakKeyDictionary()
@@ -99,11 +96,7 @@ def _pack(conv: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype) -> _Pack:
         return found
     w, b = conv.weight.detach(), conv.bias
     p = _Pack()
-    # The address alone could be reused by a new tensor after `.data =`; the exact copy of the
-    # values below catches that too. detach() shares the parameter's version counter.
-    p.weight, p.ptr, p.version, p.copy, p.dtype = conv.weight, w.data_ptr(), w._version, w.clone(), dtype
-    p.bias = b
-    p.bias_version = None if b is None else b._version
+    p.copy, p.dtype = w.clone(), dtype
     p.bias_copy = None if b is None else b.detach().clone()
     p.packed = torch.ops.mkldnn._reorder_convolution_weight(
         w.to(dtype), list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape))
