@@ -88,12 +88,7 @@ def model_shapes(preset: str, batch: int = 1, height: int = 256, width: int = 25
         if site is not None:
             hooks.append(module.register_forward_hook(
                 lambda m, inputs, output, site=site: seen[site].update([tuple(inputs[0].shape)])))
-    try:
-        with torch.no_grad():
-            outputs = model(torch.empty(batch, PRESETS[preset]["in_c"], height, width, device="meta"))
-    finally:
-        for h in hooks:
-            h.remove()
+    outputs = _hooked_meta_forward(model, hooks, preset, batch, height, width)
     stage = Counter([tuple(o.shape) for o in outputs])
     seen["stage_output"] = stage
     seen["stage_outputs"] = Counter({shape: 1 for shape in stage})  # one call over the 3 outputs
@@ -102,6 +97,17 @@ def model_shapes(preset: str, batch: int = 1, height: int = 256, width: int = 25
         shapes = [OpShape(op, preset, shape, calls) for shape, calls in seen[spec.site].items()]
         result[op] = tuple(sorted(shapes, key=lambda s: -s.calls * s.numel))
     return result
+
+
+def _hooked_meta_forward(model: MPRNet, hooks: list, preset: str, batch: int, height: int, width: int):
+    """model's outputs for an empty (batch, in_c, height, width) meta input; the forward hooks
+    `hooks` (which recorded what they saw) are removed afterwards, whatever happens."""
+    try:
+        with torch.no_grad():
+            return model(torch.empty(batch, preset_config(preset)["in_c"], height, width, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def shapes_for(op: str, preset: str, batch: int = 1, height: int = 256, width: int = 256) -> List[OpShape]:
@@ -139,11 +145,6 @@ def _local_attention_tails(preset, height, width, train_size, base_size):
         seen.update([(tuple(x.shape), effective_window(layer.window, x.shape[-2:]))])
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, fused.CALayer)]
-    try:
-        with torch.no_grad():
-            model(torch.empty(1, preset_config(preset)["in_c"], height, width, device="meta"))
-    finally:
-        for h in hooks:
-            h.remove()
+    _hooked_meta_forward(model, hooks, preset, 1, height, width)
     found = [(shape, window, calls) for (shape, window), calls in seen.items()]
     return tuple(sorted(found, key=lambda t: -t[2] * t[0][0] * t[0][1] * t[0][2] * t[0][3]))
