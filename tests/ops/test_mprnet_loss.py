@@ -322,6 +322,7 @@ def test_module_mixed_dtypes_promote_like_reference(low):
 
 def test_module_under_autocast():
     """bfloat16 stage outputs from an autocast region against a float32 target."""
+    torch.manual_seed(0)
     outs, y = inputs((2, 3, 8, 8), torch.float32)
     conv = torch.nn.Conv2d(3, 3, 3, padding=1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -330,7 +331,11 @@ def test_module_under_autocast():
         loss = mprnet_kernels.MPRNetLoss()(preds, y)
         expected = ref.MPRNetLoss()(preds, y)
     assert loss.dtype == expected.dtype == torch.float32
-    assert rel_err(loss, expected) < 1e-5
+    # Ours computes in float32 from the bfloat16 predictions; the reference's edge-loss
+    # convolutions run in bfloat16 under autocast (about 1e-5 apart, up to 1.1e-5 over 300 seeds).
+    oracle = ref.MPRNetLoss()([p.double() for p in preds], y.double())
+    assert rel_err(loss, oracle) < 1e-6
+    assert rel_err(loss, expected) < 1e-4
     mine, theirs = grads_through(conv.weight, loss, expected)  # the conv's graph is shared
     assert rel_err(mine, theirs) < 1e-2
 
