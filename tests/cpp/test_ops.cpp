@@ -5,11 +5,13 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "build_info.h"
 #include "loss_tile_host.h"
+#include "ops/cpu/convert.h"
 #include "ops/ops.h"
 
 namespace {
@@ -141,10 +143,48 @@ void test_loss_tiles() {
 
 }  // namespace
 
+// The vectorized bfloat16 conversions against c10's scalar ones, bit for bit: every bfloat16 for
+// widening; for narrowing, every upper half with the lower halves that decide the rounding (0,
+// 1, just under, at and just over the tie, all ones) and a pseudo-random one, which covers
+// zeros, subnormals, infinities and NaNs of every payload. Lengths that leave loop tails too.
+void test_bfloat16_conversions() {
+  std::vector<uint16_t> all(65536);
+  for (uint32_t i = 0; i < 65536; ++i) all[i] = static_cast<uint16_t>(i);
+  std::vector<float> wide(all.size());
+  mprnet::cpu::widen(reinterpret_cast<const c10::BFloat16*>(all.data()), static_cast<int64_t>(all.size()), wide.data());
+  bool ok = true;
+  for (uint32_t i = 0; i < 65536; ++i) {
+    const float expected = c10::BFloat16(static_cast<uint16_t>(i), c10::BFloat16::from_bits());
+    ok = ok && std::memcmp(&wide[i], &expected, sizeof(float)) == 0;
+  }
+  expect(ok, "bfloat16 widening, all 65536 values, bit for bit");
+
+  std::vector<float> src;
+  uint32_t seed = 12345;
+  for (uint32_t hi = 0; hi < 65536; ++hi) {
+    seed = seed * 1664525u + 1013904223u;
+    for (uint32_t lo : {0u, 1u, 0x7FFFu, 0x8000u, 0x8001u, 0xFFFFu, seed >> 16}) {
+      const uint32_t bits = (hi << 16) | lo;
+      float f;
+      std::memcpy(&f, &bits, sizeof(f));
+      src.push_back(f);
+    }
+  }
+  for (int64_t len : {static_cast<int64_t>(src.size()), int64_t{13}, int64_t{7}}) {
+    std::vector<c10::BFloat16> narrow(static_cast<size_t>(len));
+    mprnet::cpu::narrow(src.data(), len, narrow.data());
+    bool same = true;
+    for (int64_t i = 0; i < len; ++i) same = same && narrow[i].x == c10::BFloat16(src[i]).x;
+    expect(same, "bfloat16 narrowing (round to nearest even, NaN as 0x7FC0), bit for bit, length " +
+                     std::to_string(len));
+  }
+}
+
 int main() {
   const auto info = mprnet::build_info();
   std::printf("built against torch %s, cuda %s\n", info.torch_version.c_str(), info.with_cuda ? "yes" : "no");
   test_sam_gate();
+  test_bfloat16_conversions();
   test_edge_loss();
   test_loss_tiles();
   std::printf("%d passed, %d failed\n", failures == 0 ? 1 : 0, failures == 0 ? 0 : 1);

@@ -34,6 +34,7 @@
 #include "common/checks.h"
 #include "common/layout.h"
 #include "ops/ca_tail.h"
+#include "ops/cpu/convert.h"
 #include "ops/cpu/elementwise.h"
 #include "ops/cpu/reduce.h"
 #include "ops/cpu/vec_math.h"
@@ -205,37 +206,6 @@ void rows_affine_f64(const double* a, const double* scale, const double* r, cons
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// float32 views of float16/bfloat16 data: widened into a buffer (float32 data is used in place).
-
-template <typename T>
-const float* as_f32(const T* p, int64_t len, float* buf) {
-  if constexpr (std::is_same_v<T, float>) {
-    return p;
-  } else {
-    for (int64_t i = 0; i < len; ++i) buf[i] = static_cast<float>(p[i]);
-    return buf;
-  }
-}
-
-// Where a float32 body writes its output for `dst`: dst itself for float32, else a buffer that
-// narrow_f32 then rounds into dst.
-template <typename T>
-float* f32_target(T* dst, float* buf) {
-  if constexpr (std::is_same_v<T, float>) {
-    return dst;
-  } else {
-    return buf;
-  }
-}
-
-template <typename T>
-void narrow_f32(const float* src, int64_t len, T* dst) {
-  if constexpr (!std::is_same_v<T, float>) {
-    for (int64_t i = 0; i < len; ++i) dst[i] = static_cast<T>(src[i]);
-  }
-}
-
 template <typename T>
 using acc_of = std::conditional_t<kIsF64<T>, double, float>;
 
@@ -265,8 +235,8 @@ void plane_sums(const TA* a, const TB* b, int64_t planes, int64_t hw, double* ou
           static_assert(kIsF64<TB>, "float64 is never mixed with another dtype");
           sum += sum_f64(pa, pb, len);
         } else {
-          const float* fa = as_f32(pa, len, a_buf);
-          sum += static_cast<double>(pb == nullptr ? sum_f32(fa, len) : dot_f32(fa, as_f32(pb, len, b_buf), len));
+          const float* fa = widened<float>(pa, len, a_buf);
+          sum += static_cast<double>(pb == nullptr ? sum_f32(fa, len) : dot_f32(fa, widened<float>(pb, len, b_buf), len));
         }
       }
       partial[static_cast<size_t>(blk)] = sum;
@@ -310,8 +280,8 @@ void row_sums(const TA* a, const TB* b, int64_t n, int64_t hw, int64_t c, double
         if constexpr (kIsF64<TA>) {
           rows_sum_f64(a + off, pb, rows, c, acc.data());
         } else {
-          const float* fa = as_f32(a + off, rows * c, a_buf.data());
-          const float* fb = pb == nullptr ? nullptr : as_f32(pb, rows * c, b_buf.data());
+          const float* fa = widened<float>(a + off, rows * c, a_buf.data());
+          const float* fb = pb == nullptr ? nullptr : widened<float>(pb, rows * c, b_buf.data());
           rows_sum_f32(fa, fb, rows, c, acc.data());
         }
         for (int64_t k = 0; k < c; ++k) part[k] += static_cast<double>(acc[static_cast<size_t>(k)]);
@@ -358,10 +328,10 @@ void plane_affine(const TA* a, const acc_t* scale, const TR* r, const acc_t* shi
         if constexpr (kIsF64<TA>) {
           plane_affine_f64(a + i, scale[plane], pr, sh, o + i, len);
         } else {
-          float* fo = f32_target(o + i, o_buf);
-          plane_affine_f32(as_f32(a + i, len, a_buf), scale[plane],
-                           pr == nullptr ? nullptr : as_f32(pr, len, r_buf), sh, fo, len);
-          narrow_f32(fo, len, o + i);
+          float* fo = target<float>(o + i, o_buf);
+          plane_affine_f32(widened<float>(a + i, len, a_buf), scale[plane],
+                           pr == nullptr ? nullptr : widened<float>(pr, len, r_buf), sh, fo, len);
+          narrowed(fo, len, o + i);
         }
         i += len;
       }
@@ -394,10 +364,10 @@ void row_affine(const TA* a, const acc_t* scale, const TR* r, const acc_t* shift
         if constexpr (kIsF64<TA>) {
           rows_affine_f64(a + off, sc, pr, sh, o + off, rows, c);
         } else {
-          float* fo = f32_target(o + off, o_buf.data());
-          rows_affine_f32(as_f32(a + off, rows * c, a_buf.data()), sc,
-                          pr == nullptr ? nullptr : as_f32(pr, rows * c, r_buf.data()), sh, fo, rows, c);
-          narrow_f32(fo, rows * c, o + off);
+          float* fo = target<float>(o + off, o_buf.data());
+          rows_affine_f32(widened<float>(a + off, rows * c, a_buf.data()), sc,
+                          pr == nullptr ? nullptr : widened<float>(pr, rows * c, r_buf.data()), sh, fo, rows, c);
+          narrowed(fo, rows * c, o + off);
         }
         row += rows;
       }

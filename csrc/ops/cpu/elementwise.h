@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "ops/cpu/convert.h"
+
 namespace mprnet {
 namespace cpu {
 
@@ -46,13 +48,9 @@ void widened_chunks(const std::array<const scalar_t*, NIn>& in, const std::array
   for (int k = 0; k < NOut; ++k) o_ptr[k] = o_buf[k];
   for (int64_t start = begin; start < end; start += kChunk) {
     const int64_t len = std::min(kChunk, end - start);
-    for (int k = 0; k < NIn; ++k) {
-      for (int64_t i = 0; i < len; ++i) i_buf[k][i] = static_cast<float>(in[k][start + i]);
-    }
+    for (int k = 0; k < NIn; ++k) widen(in[k] + start, len, i_buf[k]);
     body(i_ptr, o_ptr, len);
-    for (int k = 0; k < NOut; ++k) {
-      for (int64_t i = 0; i < len; ++i) out[k][start + i] = static_cast<scalar_t>(o_buf[k][i]);
-    }
+    for (int k = 0; k < NOut; ++k) narrow(o_buf[k], len, out[k] + start);
   }
 }
 

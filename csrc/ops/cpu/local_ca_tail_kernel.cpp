@@ -36,6 +36,7 @@
 #include "common/dtypes.h"
 #include "common/layout.h"
 #include "ops/ca_tail.h"
+#include "ops/cpu/convert.h"
 #include "ops/cpu/elementwise.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/local_ca_tail.h"
@@ -333,33 +334,6 @@ Mlp<A> mlp_of(const LocalCaTailArgs& args) {
   return m;
 }
 
-// The float views of x and r a chunk is computed from: the data itself for float32 (double for
-// double), else widened into the buffers.
-template <typename T, typename A>
-const A* widened(const T* src, int64_t len, A* buf) {
-  if constexpr (std::is_same_v<T, A>) {
-    return src;
-  } else {
-    for (int64_t i = 0; i < len; ++i) buf[i] = static_cast<A>(static_cast<float>(src[i]));
-    return buf;
-  }
-}
-
-template <typename A, typename R>
-A* target(R* dst, A* buf) {
-  if constexpr (std::is_same_v<A, R>) {
-    return dst;
-  } else {
-    return buf;
-  }
-}
-
-template <typename A, typename R>
-void narrowed(const A* src, int64_t len, R* dst) {
-  if constexpr (!std::is_same_v<A, R>) {
-    for (int64_t i = 0; i < len; ++i) dst[i] = static_cast<R>(src[i]);
-  }
-}
 
 template <typename A>
 void fma_span(const A* x, const A* s, const A* r, A* o, int64_t n) {
@@ -436,8 +410,8 @@ void apply_row(const X* x, const R* r, R* out, const LocalCaTailGeometry& g, int
       for (int64_t j = 0; j < w; j += kChunk) {
         const int64_t len = std::min(kChunk, w - j);
         A* o = target<A>(out + off + j, sc.ob.data());
-        fma_span<A>(widened<X, A>(x + off + j, len, sc.xb.data()), gate + j,
-                    widened<R, A>(r + off + j, len, sc.rb.data()), o, len);
+        fma_span<A>(widened<A>(x + off + j, len, sc.xb.data()), gate + j,
+                    widened<A>(r + off + j, len, sc.rb.data()), o, len);
         narrowed<A>(o, len, out + off + j);
       }
     }
@@ -447,8 +421,8 @@ void apply_row(const X* x, const R* r, R* out, const LocalCaTailGeometry& g, int
     for (int64_t j = 0; j < w; j += per) {
       const int64_t count = std::min(per, w - j), len = count * c;
       A* o = target<A>(out + off + j * c, sc.ob.data());
-      fma_cl_span<A>(widened<X, A>(x + off + j * c, len, sc.xb.data()), s,
-                     widened<R, A>(r + off + j * c, len, sc.rb.data()), o, count, c, j, g.left, g.pw);
+      fma_cl_span<A>(widened<A>(x + off + j * c, len, sc.xb.data()), s,
+                     widened<A>(r + off + j * c, len, sc.rb.data()), o, count, c, j, g.left, g.pw);
       narrowed<A>(o, len, out + off + j * c);
     }
   }

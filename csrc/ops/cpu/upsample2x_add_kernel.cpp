@@ -36,6 +36,7 @@
 #include "common/checks.h"
 #include "ops/checks.h"
 #include "common/layout.h"
+#include "ops/cpu/convert.h"
 #include "ops/cpu/elementwise.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
@@ -276,34 +277,7 @@ void shrink_pixels(const float* t, int64_t w, int64_t c, float* g) { shrink_pixe
 void shrink_pixels(const double* t, int64_t w, int64_t c, double* g) { shrink_pixels_body(t, w, c, g); }
 
 // ---------------------------------------------------------------------------------------------
-// Storage <-> arithmetic type: A (float or double) arrays in place when the storage is A,
-// widened into / narrowed from a buffer otherwise (float16/bfloat16 with A = float).
-
-template <typename A, typename S>
-const A* as_acc(const S* p, int64_t len, A* buf) {
-  if constexpr (std::is_same_v<A, S>) {
-    return p;
-  } else {
-    for (int64_t e = 0; e < len; ++e) buf[e] = static_cast<A>(p[e]);
-    return buf;
-  }
-}
-
-template <typename A, typename S>
-A* acc_target(S* p, A* buf) {
-  if constexpr (std::is_same_v<A, S>) {
-    return p;
-  } else {
-    return buf;
-  }
-}
-
-template <typename A, typename S>
-void narrow_into(const A* src, int64_t len, S* dst) {
-  if constexpr (!std::is_same_v<A, S>) {
-    for (int64_t e = 0; e < len; ++e) dst[e] = static_cast<S>(src[e]);
-  }
-}
+// Storage <-> arithmetic type (widened, target, narrowed: ops/cpu/convert.h).
 
 template <typename A, typename S>
 std::vector<A> buffer_for(int64_t len) {
@@ -343,18 +317,18 @@ void forward_pass(const X* x, const Y* y, Y* out, const Geometry& g) {
       A wt[2];
       forward_taps(o, g.h, idx, wt);
       const X* xp = x + plane * g.h * L;
-      const A* src[2] = {as_acc(xp + idx[0] * L, L, xa_buf.data()), as_acc(xp + idx[1] * L, L, xb_buf.data())};
+      const A* src[2] = {widened(xp + idx[0] * L, L, xa_buf.data()), widened(xp + idx[1] * L, L, xb_buf.data())};
       combine(src, wt, 2, L, t.data());
       const Y* yp = y + r * 2 * L;
       Y* op = out + r * 2 * L;
-      const A* ya = as_acc(yp, 2 * L, y_buf.data());
-      A* oa = acc_target(op, o_buf.data());
+      const A* ya = widened(yp, 2 * L, y_buf.data());
+      A* oa = target(op, o_buf.data());
       if (g.channels_last) {
         expand_pixels_add(t.data(), g.w, g.c, ya, oa);
       } else {
         expand_row_add(t.data(), g.w, ya, oa);
       }
-      narrow_into(oa, 2 * L, op);
+      narrowed(oa, 2 * L, op);
     }
   });
 }
@@ -375,16 +349,16 @@ void backward_pass(const G* grad, D* gx, const Geometry& g) {
       const int k = adjoint_taps(i, g.h, idx, wt);
       const G* gp = grad + plane * 2 * g.h * 2 * L;
       const A* src[kMaxTaps];
-      for (int q = 0; q < k; ++q) src[q] = as_acc(gp + idx[q] * 2 * L, 2 * L, g_buf[q].data());
+      for (int q = 0; q < k; ++q) src[q] = widened(gp + idx[q] * 2 * L, 2 * L, g_buf[q].data());
       combine(src, wt, k, 2 * L, t.data());
       D* op = gx + r * L;
-      A* oa = acc_target(op, o_buf.data());
+      A* oa = target(op, o_buf.data());
       if (g.channels_last) {
         shrink_pixels(t.data(), g.w, g.c, oa);
       } else {
         shrink_row(t.data(), g.w, oa);
       }
-      narrow_into(oa, L, op);
+      narrowed(oa, L, op);
     }
   });
 }
