@@ -4,6 +4,7 @@
 
 set(MPRNET_CXX_SOURCES
   csrc/build_info.cpp
+  csrc/memory/cpu_buffer_cache.cpp
   csrc/ops/sam_gate.cpp
   csrc/ops/cpu/sam_gate_kernel.cpp
   csrc/ops/ca_tail.cpp

@@ -10,6 +10,7 @@ from . import _extension  # noqa: F401  (loads the compiled ops first)
 from . import ops
 from .nn import CharbonnierLoss, EdgeLoss, MPRNetLoss
 from ._build_info import build_info
+from .cpu_cache import cpu_cache_stats, empty_cpu_cache
 from .checkpoint import checkpoint_config, load_checkpoint, load_model, save_weights
 from .export import ExportCheckError, export_onnx, export_program
 from .model import MPRNet, Rewrites
@@ -18,5 +19,5 @@ from .restoration.evaluate import Evaluation, evaluate
 from .version import __version__
 
 __all__ = ["CharbonnierLoss", "EdgeLoss", "Evaluation", "ExportCheckError", "MPRNet", "MPRNetLoss", "Rewrites",
-           "build_info", "checkpoint_config", "evaluate", "export_onnx", "export_program", "load_checkpoint",
+           "build_info", "checkpoint_config", "cpu_cache_stats", "empty_cpu_cache", "evaluate", "export_onnx", "export_program", "load_checkpoint",
            "load_model", "ops", "restore", "save_weights", "__version__"]

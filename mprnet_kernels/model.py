@@ -39,6 +39,10 @@ be switched off on its own through `Rewrites` so that its effect and exactness c
   once for oneDNN, with the CAB's PReLU, and the residual and cross-stage adds that follow a
   convolution, fused into it as oneDNN post-ops (mprnet_kernels.nn.onednn; rebuilt when a weight
   changes). Autograd, CUDA, tracing and torch.compile see the plain convolutions.
+- ``reuse_cpu_buffers``: a CPU forward with gradients off runs inside
+  mprnet_kernels.cpu_cache.reuse_cpu_buffers(): feature maps reuse the memory of earlier ones
+  instead of faulting in fresh pages, and the cache keeps the last forward's blocks for the next
+  (``mprnet_kernels.empty_cpu_cache()`` frees them). The same numbers; not a change of the math.
 - ``checkpoint_stages`` (off by default, not a rewrite): activation checkpointing per stage,
   trading recomputation for memory on big patches.
 """
@@ -54,6 +58,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from . import reference
+from .cpu_cache import plain_cpu_inference, reuse_cpu_buffers
 from .nn import replace_blocks
 from .nn.onednn import conv_add, pack_convs
 from .ops import upsample2x_add
@@ -72,6 +77,7 @@ class Rewrites:
     fused_upsample_add: bool = True
     channels_last: bool = True
     prepacked_convs: bool = True
+    reuse_cpu_buffers: bool = True
     checkpoint_stages: bool = False
 
     @classmethod
@@ -305,6 +311,12 @@ class MPRNet(reference.MPRNet):
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         self._check_input(x)
+        if self.rewrites.reuse_cpu_buffers and plain_cpu_inference(x):
+            with reuse_cpu_buffers():
+                return self._forward_in_layout(x)
+        return self._forward_in_layout(x)
+
+    def _forward_in_layout(self, x: torch.Tensor) -> List[torch.Tensor]:
         if not self.rewrites.channels_last:
             return self._forward(x)
         layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format

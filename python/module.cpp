@@ -10,6 +10,7 @@
 #include <torch/csrc/utils/pybind.h>
 
 #include "build_info.h"
+#include "memory/cpu_buffer_cache.h"
 #include "ops/checks.h"
 #include "ops/local_ca_tail.h"
 #include "ops/ops.h"
@@ -69,6 +70,25 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   });
   checks.def("upsample2x_add_backward", [](const at::Tensor& grad, at::ScalarType x_dtype) {
     mprnet::check_upsample2x_add_backward(mprnet::kUpsample2xAddBackwardOp, grad.device().type(), grad, x_dtype);
+  });
+
+  // csrc/memory/cpu_buffer_cache.h, driven by mprnet_kernels/cpu_cache.py.
+  auto cpu_cache = m.def_submodule("cpu_cache", "the scoped CPU buffer cache of the fast model's inference");
+  cpu_cache.def("enter", &mprnet::cpu_cache::enter);
+  cpu_cache.def("exit", &mprnet::cpu_cache::exit);
+  cpu_cache.def("empty", &mprnet::cpu_cache::empty);
+  cpu_cache.def("stats", [] {
+    const auto s = mprnet::cpu_cache::stats();
+    pybind11::dict d;
+    d["hits"] = s.hits;
+    d["misses"] = s.misses;
+    d["cached_bytes"] = s.cached_bytes;
+    d["live_bytes"] = s.live_bytes;
+    d["scopes"] = s.scopes;
+    d["depth"] = s.depth;
+    d["active"] = s.active;
+    d["supported"] = s.supported;
+    return d;
   });
 
   auto cuda = m.def_submodule("cuda", "CUDA C++ kernels (present only in CUDA builds)");

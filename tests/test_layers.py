@@ -26,7 +26,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / ROOT
 LAYERS = (
     ("_C", "version", "testing"),                               # the compiled ops; nothing from the package
     ("_extension",),                                            # loads _C
-    ("_build_info",),                                           # reads what _extension loaded
+    ("_build_info", "cpu_cache"),                               # what _extension loaded; its CPU buffer cache
     ("reference",),                                             # the pure-PyTorch oracle
     ("ops",),                                                   # the fused ops
     ("nn",),                                                    # modules over the ops

@@ -36,7 +36,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from ..cpu_cache import plain_cpu_inference
 
 __all__ = ["PackedConv2d", "applies", "conv_add", "conv_prelu", "pack_convs"]
 
@@ -52,16 +53,10 @@ _FUSABLE = _fusable()
 
 def applies(x: torch.Tensor) -> bool:
     """Whether a convolution of `x` takes the prepacked oneDNN path (module docstring)."""
-    # The compiler and tracer checks first: Dynamo refuses to trace torch.backends' functions.
     # A packed weight makes oneDNN compute and return channels_last, so only channels_last
     # inputs (the fast model's layout) take the path: the output keeps the input's layout.
-    # Tensor subclasses (fake tensors) and dispatch modes (FlopCounterMode, ...) see plain convs.
-    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and type(x) is torch.Tensor and _get_current_dispatch_mode() is None
-            and not torch._C._functorch.is_functorch_wrapped_tensor(x)
-            and x.device.type == "cpu" and x.layout == torch.strided and x.dim() == 4 and x.numel() > 0
+    return (plain_cpu_inference(x) and x.layout == torch.strided and x.dim() == 4 and x.numel() > 0
             and x.is_contiguous(memory_format=torch.channels_last)
-            and not torch.is_grad_enabled()
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
 

@@ -1,0 +1,199 @@
+#include "memory/cpu_buffer_cache.h"
+
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
+
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#define MPRNET_CPU_CACHE_SUPPORTED 1
+#else
+#define MPRNET_CPU_CACHE_SUPPORTED 0
+#endif
+
+namespace mprnet::cpu_cache {
+namespace {
+
+constexpr std::size_t kPage = 4096;
+
+std::size_t usable_size(void* p) {
+#if MPRNET_CPU_CACHE_SUPPORTED
+  return malloc_usable_size(p);
+#else
+  (void)p;
+  return 0;  // never reached: the cache is never active there
+#endif
+}
+
+void release(void* p);
+
+class Cache final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(std::size_t n) override {
+    if (n >= kMinBytes) {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (active_) {
+        std::size_t size = (n + kPage - 1) / kPage * kPage;
+        void* p = take(size);  // may make `size` the cached block's
+        if (p == nullptr) {
+          ++stats_.misses;
+          lock.unlock();
+          p = c10::alloc_cpu(size);  // throws on out-of-memory, nothing recorded yet
+          lock.lock();
+        }
+        live_[p] = size;
+        stats_.live_bytes += size;
+        return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
+      }
+    }
+    return base()->allocate(n);
+  }
+
+  // The same deleter for every pointer, as raw_deallocate requires: it tells its own blocks from
+  // the previous allocator's by the table of blocks handed out.
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
+
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+
+  void free(void* p) {
+    std::unique_lock<std::mutex> lock(mu_);
+    auto it = live_.find(p);
+    // A block handed out here but freed by the default allocator's free (a oneDNN buffer freed
+    // outside a scope) leaves a stale entry; its address may since belong to a smaller malloc
+    // block of someone else, which the usable size gives away.
+    if (it != live_.end() && usable_size(p) < it->second) {
+      stats_.live_bytes -= it->second;
+      live_.erase(it);
+      it = live_.end();
+    }
+    if (it == live_.end()) {  // not ours: the previous allocator's (a raw_deallocate here)
+      c10::DeleterFnPtr d = base()->raw_deleter();
+      lock.unlock();
+      (d != nullptr ? d : &c10::free_cpu)(p);
+      return;
+    }
+    const std::size_t size = it->second;
+    live_.erase(it);
+    stats_.live_bytes -= size;
+    if (!active_) {
+      lock.unlock();
+      c10::free_cpu(p);
+      return;
+    }
+    free_.emplace(size, Free{p, generation_});
+    stats_.cached_bytes += size;
+  }
+
+  void enter() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (depth_++ > 0 || !MPRNET_CPU_CACHE_SUPPORTED) return;
+    c10::Allocator* current = c10::GetCPUAllocator();
+    if (current == this) {  // exit() always uninstalls it; kept consistent all the same
+      active_ = true;
+      return;
+    }
+    previous_ = current;
+    c10::SetCPUAllocator(this, 0);
+    // An allocator registered with a higher priority keeps its place: then nothing is cached.
+    active_ = c10::GetCPUAllocator() == this;
+  }
+
+  void exit() {
+    std::unique_lock<std::mutex> lock(mu_);
+    TORCH_CHECK(depth_ > 0, "mprnet cpu_cache: exit() without a matching enter()");
+    if (--depth_ > 0) return;
+    if (active_ && c10::GetCPUAllocator() == this) c10::SetCPUAllocator(previous_, 0);
+    active_ = false;
+    ++stats_.scopes;
+    // Keep what this scope freed (the next forward of the same size wants the same blocks);
+    // blocks it never took are from another size or an older pattern.
+    std::vector<void*> stale;
+    for (auto it = free_.begin(); it != free_.end();) {
+      if (it->second.generation != generation_) {
+        stale.push_back(it->second.p);
+        stats_.cached_bytes -= it->first;
+        it = free_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    ++generation_;
+    lock.unlock();
+    for (void* p : stale) c10::free_cpu(p);
+  }
+
+  std::int64_t empty() {
+    std::unique_lock<std::mutex> lock(mu_);
+    std::multimap<std::size_t, Free> blocks;
+    blocks.swap(free_);
+    const std::int64_t bytes = stats_.cached_bytes;
+    stats_.cached_bytes = 0;
+    lock.unlock();
+    for (auto& b : blocks) c10::free_cpu(b.second.p);
+    return bytes;
+  }
+
+  Stats stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stats s = stats_;
+    s.depth = depth_;
+    s.active = active_;
+    s.supported = MPRNET_CPU_CACHE_SUPPORTED;
+    return s;
+  }
+
+ private:
+  struct Free {
+    void* p;
+    std::uint64_t generation;
+  };
+
+  // The smallest cached block of `size` to 5/4 `size` bytes (a bigger one would hold memory a
+  // later, bigger request wants), or nullptr; `size` becomes the block's, which it keeps when it
+  // comes back. Called with mu_ held.
+  void* take(std::size_t& size) {
+    auto it = free_.lower_bound(size);
+    if (it == free_.end() || it->first > size + size / 4) return nullptr;
+    void* p = it->second.p;
+    size = it->first;
+    stats_.cached_bytes -= size;
+    free_.erase(it);
+    ++stats_.hits;
+    return p;
+  }
+
+  c10::Allocator* base() const { return previous_ != nullptr ? previous_ : c10::GetDefaultCPUAllocator(); }
+
+  std::mutex mu_;
+  c10::Allocator* previous_ = nullptr;
+  int depth_ = 0;
+  bool active_ = false;
+  std::uint64_t generation_ = 0;
+  std::unordered_map<void*, std::size_t> live_;
+  std::multimap<std::size_t, Free> free_;
+  Stats stats_;
+};
+
+// Never destroyed: storages may outlive static destruction and still call release().
+Cache& cache() {
+  static Cache* c = new Cache();
+  return *c;
+}
+
+void release(void* p) { cache().free(p); }
+
+}  // namespace
+
+void enter() { cache().enter(); }
+void exit() { cache().exit(); }
+std::int64_t empty() { return cache().empty(); }
+Stats stats() { return cache().stats(); }
+
+}  // namespace mprnet::cpu_cache
