@@ -1,7 +1,9 @@
 """CPU inference, side by side in one run: the fast MPRNet (prepacked oneDNN convolutions with
-fused post-ops, mprnet_kernels.nn.onednn), the fast MPRNet without them (rewrite
-``prepacked_convs`` off), the reference eager, and torch.compile of the reference with
-Inductor's ``freezing=True`` (its CPU inference mode), with the compile time beside it.
+fused post-ops, mprnet_kernels.nn.onednn, and the buffer cache, mprnet_kernels.cpu_cache), the
+fast MPRNet without the prepacking (rewrite ``prepacked_convs`` off) and without the cache
+(``reuse_cpu_buffers`` off), the reference eager, and torch.compile of the reference with
+Inductor's ``freezing=True`` (its CPU inference mode), with the compile time beside it. The
+memory the cache holds after the fast model's forward is reported as ``cache_mb``.
 
     python bench/cpu_inference.py                                    # deblur, 256x256, float32 and bf16 autocast
     python bench/cpu_inference.py --sizes 256,720x1280 --json bench/results/<dir>/cpu_inference.json
@@ -28,6 +30,7 @@ import mprnet_kernels
 from mprnet_kernels import reference
 from mprnet_kernels.benchmark.report import environment
 from mprnet_kernels.benchmark.timing import median_times_in_turns
+from mprnet_kernels.cpu_cache import cpu_cache_stats
 from mprnet_kernels.testing import rel_err
 
 TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}
@@ -53,14 +56,15 @@ def _models(preset: str):
     ref = reference.MPRNet.from_preset(preset).eval()
     ours = mprnet_kernels.MPRNet.from_preset(preset).eval()
     plain = mprnet_kernels.MPRNet.from_preset(preset, rewrites={"prepacked_convs": False}).eval()
-    ours.load_state_dict(ref.state_dict())
-    plain.load_state_dict(ref.state_dict())
-    return ref, ours, plain
+    uncached = mprnet_kernels.MPRNet.from_preset(preset, rewrites={"reuse_cpu_buffers": False}).eval()
+    for m in (ours, plain, uncached):
+        m.load_state_dict(ref.state_dict())
+    return ref, ours, plain, uncached
 
 
 def run(preset: str, size, dtype: str, rounds: int, compile_: bool) -> dict:
-    ref, ours, plain = _models(preset)
-    impls = {"eager": ref, "ours": ours, "ours_unpacked": plain}
+    ref, ours, plain, uncached = _models(preset)
+    impls = {"eager": ref, "ours": ours, "ours_unpacked": plain, "ours_uncached": uncached}
     compile_s = None
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
@@ -75,11 +79,15 @@ def run(preset: str, size, dtype: str, rounds: int, compile_: bool) -> dict:
         expected = ref(x)[0].float()
         errors = {name: rel_err(m(x)[0].float(), expected) for name, m in impls.items()}  # also the warm-up call
         seconds = median_times_in_turns({name: lambda m=m: m(x) for name, m in impls.items()}, "cpu", 0, rounds)
+        ours(x)
+        cache_mb = cpu_cache_stats()["cached_bytes"] / 2**20
     ms = {name: t * 1e3 for name, t in seconds.items()}
     row = {"preset": preset, "shape": [1, 3, *size], "dtype": dtype, "rounds": rounds, "ms": ms,
-           "errors": errors, "ok": all(e < TOLERANCE[dtype] for e in errors.values()), "compile_s": compile_s}
+           "errors": errors, "ok": all(e < TOLERANCE[dtype] for e in errors.values()), "compile_s": compile_s,
+           "cache_mb": cache_mb}
     row["ours_vs_eager"] = ms["eager"] / ms["ours"]
     row["ours_vs_unpacked"] = ms["ours_unpacked"] / ms["ours"]
+    row["ours_vs_uncached"] = ms["ours_uncached"] / ms["ours"]
     if compile_:
         row["ours_vs_compile_freezing"] = ms["compile_freezing"] / ms["ours"]
     return row
@@ -90,15 +98,17 @@ def _f(value, fmt="{:.0f}") -> str:
 
 
 def table(rows) -> str:
-    lines = ["| shape | dtype | eager ms | ours ms | ours, plain convs ms | compile(freezing) ms | compile s | "
-             "ours vs eager | vs plain convs | vs compile(freezing) | max rel err |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| shape | dtype | eager ms | ours ms | ours, plain convs ms | ours, no buffer cache ms | "
+             "compile(freezing) ms | compile s | ours vs eager | vs plain convs | vs no buffer cache | "
+             "vs compile(freezing) | max rel err | cache MiB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ms = r["ms"]
         cells = ["x".join(map(str, r["shape"])), r["dtype"], _f(ms["eager"]), _f(ms["ours"]), _f(ms["ours_unpacked"]),
-                 _f(ms.get("compile_freezing")), _f(r["compile_s"]), _f(r["ours_vs_eager"], "{:.2f}x"),
-                 _f(r["ours_vs_unpacked"], "{:.2f}x"), _f(r.get("ours_vs_compile_freezing"), "{:.2f}x"),
-                 _f(max(r["errors"].values()), "{:.1e}")]
+                 _f(ms["ours_uncached"]), _f(ms.get("compile_freezing")), _f(r["compile_s"]),
+                 _f(r["ours_vs_eager"], "{:.2f}x"), _f(r["ours_vs_unpacked"], "{:.2f}x"),
+                 _f(r["ours_vs_uncached"], "{:.2f}x"), _f(r.get("ours_vs_compile_freezing"), "{:.2f}x"),
+                 _f(max(r["errors"].values()), "{:.1e}"), _f(r["cache_mb"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""bench/cpu_inference.py: CPU inference of the fast model (prepacked convolutions on and off)
+"""bench/cpu_inference.py: CPU inference of the fast model (prepacked convolutions and the buffer cache on and off)
 against the reference, at the smallest settings; torch.compile(freezing) is left out here (its
 compile is minutes; the committed run has it: bench/results/2026-12-07-cpu-epyc-2threads/)."""
 
@@ -15,18 +15,21 @@ import cpu_inference  # noqa: E402
 
 def test_rows_are_checked_and_written(tmp_path, capsys):
     out = tmp_path / "cpu.json"
-    assert cpu_inference.main(["--preset", "tiny", "--sizes", "16,16x24", "--dtypes", "float32,bfloat16",
+    assert cpu_inference.main(["--preset", "tiny", "--sizes", "16,64x48", "--dtypes", "float32,bfloat16",
                                "--rounds", "1", "--no-compile", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["environment"]["threads"] >= 1 and "commit" in doc["environment"]
     rows = doc["rows"]
     assert [(r["shape"], r["dtype"]) for r in rows] == [
-        ([1, 3, 16, 16], "float32"), ([1, 3, 16, 16], "bfloat16"), ([1, 3, 16, 24], "float32"),
-        ([1, 3, 16, 24], "bfloat16")]
+        ([1, 3, 16, 16], "float32"), ([1, 3, 16, 16], "bfloat16"), ([1, 3, 64, 48], "float32"),
+        ([1, 3, 64, 48], "bfloat16")]
     for r in rows:
-        assert r["ok"] and set(r["ms"]) == {"eager", "ours", "ours_unpacked"} and r["compile_s"] is None
+        assert r["ok"] and set(r["ms"]) == {"eager", "ours", "ours_unpacked", "ours_uncached"}
+        assert r["compile_s"] is None
+        # 16x16 feature maps of the tiny preset are under the cache's 64 KiB threshold; 64x48 not
+        assert (r["cache_mb"] > 0) == (r["shape"][2] == 64)
         assert max(r["errors"].values()) < cpu_inference.TOLERANCE[r["dtype"]]
-    assert "| 1x3x16x24 | bfloat16 |" in capsys.readouterr().out
+    assert "| 1x3x64x48 | bfloat16 |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, words", [
