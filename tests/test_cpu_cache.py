@@ -5,6 +5,8 @@ its end, oneDNN's raw allocations survive crossing a scope's edge either way, th
 scopes share one cache, and the fast model gives bit-identical outputs with and without it."""
 
 import gc
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -172,3 +174,23 @@ def test_fast_model_inference_is_identical_with_and_without_the_cache(autocast):
     scopes = stats()["scopes"]
     ours(x)  # gradients on: no scope
     assert stats()["scopes"] == scopes
+
+
+def test_out_of_memory_frees_the_cached_blocks_first(tmp_path):
+    """A request no cached block fits, with too little memory left for it beside them, succeeds
+    once the cache gives its blocks back (the address space capped in a child process)."""
+    script = tmp_path / "oom.py"
+    script.write_text('''
+import resource, torch
+from mprnet_kernels import cpu_cache
+vm = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (1600 << 20), resource.RLIM_INFINITY))
+with cpu_cache.reuse_cpu_buffers():
+    a = torch.ones(800 << 18)  # 800 MiB, cached when freed
+    del a
+    b = torch.ones(1000 << 18)  # 1000 MiB: a is too small, and both do not fit under the cap
+    assert float(b[-1]) == 1.0
+print("ok", cpu_cache.cpu_cache_stats()["cached_bytes"])
+''')
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["ok", "0"], done.stderr[-2000:]

@@ -3,6 +3,7 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <c10/util/Exception.h>
 
 #include <map>
 #include <mutex>
@@ -43,7 +44,7 @@ class Cache final : public c10::Allocator {
         if (p == nullptr) {
           ++stats_.misses;
           lock.unlock();
-          p = c10::alloc_cpu(size);  // throws on out-of-memory, nothing recorded yet
+          p = fresh(size);
           lock.lock();
         }
         live_[p] = size;
@@ -154,6 +155,16 @@ class Cache final : public c10::Allocator {
     void* p;
     std::uint64_t generation;
   };
+
+  // A new block; when memory runs out, the cached blocks (none of which fitted) go first.
+  void* fresh(std::size_t size) {
+    try {
+      return c10::alloc_cpu(size);
+    } catch (const c10::Error&) {
+      if (empty() == 0) throw;
+      return c10::alloc_cpu(size);  // throws again when that was not enough, nothing recorded
+    }
+  }
 
   // The smallest cached block of `size` to 5/4 `size` bytes (a bigger one would hold memory a
   // later, bigger request wants), or nullptr; `size` becomes the block's, which it keeps when it
