@@ -14,6 +14,7 @@ from typing import Callable, Optional, Tuple
 import torch
 
 from .distributed import Dist, all_reduce_sum
+from ..cpu_cache import empty_cpu_cache
 from ..images import pad_to_multiple
 from ..metrics import psnr
 
@@ -47,6 +48,8 @@ def validate(model, loader, d: Dist, amp: bool, ssim: Optional[Callable],
             sums[2] += inp.shape[0]
     finally:
         model.train(was_training)
+        # Training, with gradients on, never reuses the blocks the CPU inference cache kept.
+        empty_cpu_cache()
     sums = all_reduce_sum(sums, d).cpu()
     count = max(float(sums[2]), 1.0)
     return float(sums[0]) / count, (float(sums[1]) / count if ssim is not None else None)

@@ -119,6 +119,24 @@ def test_validation_padding_is_reflect_to_multiples_of_8():
     assert torch.equal(padded[..., 13, :17], x[..., 11, :])  # reflected, not repeated
 
 
+def test_cpu_validation_leaves_no_inference_cache_behind_for_training():
+    """Validation's no-grad forwards fill the fast model's CPU buffer cache; training (gradients
+    on) never reuses those blocks, so validate gives them back."""
+    import mprnet_kernels
+    from mprnet_kernels.cpu_cache import cpu_cache_stats
+    from mprnet_kernels.training.distributed import Dist
+    from mprnet_kernels.training.validation import validate
+
+    torch.manual_seed(0)
+    model = mprnet_kernels.MPRNet.from_preset("tiny").train()
+    loader = [(torch.rand(1, 3, 60, 44), torch.rand(1, 3, 60, 44))]
+    scopes = cpu_cache_stats()["scopes"]
+    mean_psnr, mean_ssim = validate(model, loader, Dist(0, 1, 0, torch.device("cpu"), False), amp=False, ssim=None)
+    stats = cpu_cache_stats()
+    assert stats["scopes"] == scopes + 1 and stats["hits"] + stats["misses"] > 0  # the forward used it
+    assert stats["cached_bytes"] == 0 and model.training and mean_ssim is None and math.isfinite(mean_psnr)
+
+
 def test_log_drops_rows_after_the_resumed_epoch(tmp_path):
     log = RunLog(tmp_path / "log.csv")
     for epoch in (1, 2, 3):
