@@ -7,15 +7,17 @@ CPU allocations of 64 KiB or more are served from blocks freed earlier in the sc
 last scope, so their pages are touched once. The fast model opens the scope itself around a CPU
 forward with gradients off (rewrite ``reuse_cpu_buffers``, on by default).
 
-Memory: after a scope closes, the cache keeps the blocks that scope freed (about the forward's
-working set at that input size, as CUDA's caching allocator keeps its blocks) and frees the ones
-it did not use; ``empty_cpu_cache()`` gives back the rest. Outputs and anything else still alive
+Memory: when a scope closes, the cache keeps the blocks freed since the last scope closed (about
+the forward's working set at that input size, as CUDA's caching allocator keeps its blocks) and
+frees the older ones nobody took; ``empty_cpu_cache()`` gives back the rest. On out-of-memory
+it gives its blocks back and retries. Outputs and anything else still alive
 at the end go back to the system when freed, not to the cache.
 
 While a scope is open the cache is the process's CPU allocator (c10's), for every thread: a
 tensor another thread allocates then may come from it too, which is harmless (its memory goes
-where it should when freed). Where another allocator was installed with a higher priority, or
-off glibc (the cache checks block sizes with malloc_usable_size), nothing is cached.
+where it should when freed). The profiler's memory view sees its allocations. Nothing is cached
+where another CPU allocator than PyTorch's default is installed, or off glibc (the cache checks
+block sizes with malloc_usable_size); a forked child starts with no scope open.
 """
 
 from __future__ import annotations

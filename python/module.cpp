@@ -74,9 +74,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 
   // csrc/memory/cpu_buffer_cache.h, driven by mprnet_kernels/cpu_cache.py.
   auto cpu_cache = m.def_submodule("cpu_cache", "the scoped CPU buffer cache of the fast model's inference");
-  cpu_cache.def("enter", &mprnet::cpu_cache::enter);
-  cpu_cache.def("exit", &mprnet::cpu_cache::exit);
-  cpu_cache.def("empty", &mprnet::cpu_cache::empty);
+  // Without the GIL: exit() and empty() may unmap gigabytes.
+  const auto no_gil = pybind11::call_guard<pybind11::gil_scoped_release>();
+  cpu_cache.def("enter", &mprnet::cpu_cache::enter, no_gil);
+  cpu_cache.def("exit", &mprnet::cpu_cache::exit, no_gil);
+  cpu_cache.def("empty", &mprnet::cpu_cache::empty, no_gil);
   cpu_cache.def("stats", [] {
     const auto s = mprnet::cpu_cache::stats();
     pybind11::dict d;

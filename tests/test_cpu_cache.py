@@ -194,3 +194,38 @@ print("ok", cpu_cache.cpu_cache_stats()["cached_bytes"])
 ''')
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.split() == ["ok", "0"], done.stderr[-2000:]
+
+
+def test_overlapping_scopes_keep_only_what_was_freed_since_the_last_exit():
+    """Scopes of several threads may overlap for ever (a server): blocks nobody took since the
+    last exit of any scope are freed then, not only when the last scope closes."""
+    with cpu_cache.reuse_cpu_buffers():  # held open all along, as another thread's forward would
+        for k in range(1, 6):
+            with cpu_cache.reuse_cpu_buffers():
+                torch.empty(k * BIG)  # a new size each time, freed at once
+            assert stats()["cached_bytes"] == 4 * k * BIG
+
+
+def test_the_profiler_sees_cached_allocations():
+    from torch.profiler import ProfilerActivity, profile
+    with cpu_cache.reuse_cpu_buffers():
+        torch.empty(BIG)  # cached: the next one is a hit
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            t = torch.empty(BIG)
+            del t
+    usage = {e.key: e.cpu_memory_usage for e in prof.key_averages()}
+    assert stats()["hits"] > 0 and usage["aten::empty"] == 4 * BIG
+
+
+def test_a_child_forked_inside_a_scope_starts_without_one():
+    import os
+    with cpu_cache.reuse_cpu_buffers():
+        torch.empty(BIG)
+        pid = os.fork()
+        if pid == 0:  # the child: allocation only (OpenMP after fork can hang), then _exit
+            s = stats()
+            torch.empty(BIG)
+            ok = (s["depth"], s["active"]) == (0, False) and stats()["hits"] == s["hits"]
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

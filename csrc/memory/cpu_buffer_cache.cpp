@@ -12,6 +12,7 @@
 
 #if defined(__GLIBC__)
 #include <malloc.h>
+#include <pthread.h>
 #define MPRNET_CPU_CACHE_SUPPORTED 1
 #else
 #define MPRNET_CPU_CACHE_SUPPORTED 0
@@ -32,12 +33,19 @@ std::size_t usable_size(void* p) {
 }
 
 void release(void* p);
+void reset_in_forked_child();
 
 class Cache final : public c10::Allocator {
  public:
+  Cache() {
+#if MPRNET_CPU_CACHE_SUPPORTED
+    pthread_atfork(nullptr, nullptr, &reset_in_forked_child);
+#endif
+  }
+
   c10::DataPtr allocate(std::size_t n) override {
     if (n >= kMinBytes) {
-      std::unique_lock<std::mutex> lock(mu_);
+      std::unique_lock<std::mutex> lock(*mu_);
       if (active_) {
         std::size_t size = (n + kPage - 1) / kPage * kPage;
         void* p = take(size);  // may make `size` the cached block's
@@ -47,8 +55,16 @@ class Cache final : public c10::Allocator {
           p = fresh(size);
           lock.lock();
         }
-        live_[p] = size;
+        // An entry may already be there: a block freed by the default allocator (module docs).
+        auto [it, inserted] = live_.try_emplace(p, size);
+        if (!inserted) {
+          stats_.live_bytes -= static_cast<std::int64_t>(it->second);
+          it->second = size;
+        }
         stats_.live_bytes += size;
+        const std::int64_t in_use = stats_.live_bytes, held = stats_.live_bytes + stats_.cached_bytes;
+        lock.unlock();
+        report(p, static_cast<std::int64_t>(size), in_use, held);
         return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
       }
     }
@@ -64,7 +80,7 @@ class Cache final : public c10::Allocator {
   }
 
   void free(void* p) {
-    std::unique_lock<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(*mu_);
     auto it = live_.find(p);
     // A block handed out here but freed by the default allocator's free (a oneDNN buffer freed
     // outside a scope) leaves a stale entry; its address may since belong to a smaller malloc
@@ -83,23 +99,28 @@ class Cache final : public c10::Allocator {
     const std::size_t size = it->second;
     live_.erase(it);
     stats_.live_bytes -= size;
-    if (!active_) {
-      lock.unlock();
-      c10::free_cpu(p);
-      return;
+    const bool keep = active_;
+    if (keep) {
+      free_.emplace(size, Free{p, generation_});
+      stats_.cached_bytes += size;
     }
-    free_.emplace(size, Free{p, generation_});
-    stats_.cached_bytes += size;
+    const std::int64_t in_use = stats_.live_bytes, held = stats_.live_bytes + stats_.cached_bytes;
+    lock.unlock();
+    report(p, -static_cast<std::int64_t>(size), in_use, held);
+    if (!keep) c10::free_cpu(p);
   }
 
   void enter() {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(*mu_);
     if (depth_++ > 0 || !MPRNET_CPU_CACHE_SUPPORTED) return;
     c10::Allocator* current = c10::GetCPUAllocator();
     if (current == this) {  // exit() always uninstalls it; kept consistent all the same
       active_ = true;
       return;
     }
+    // Only over the default allocator: oneDNN may free a block of ours through the previous
+    // allocator's deleter, which must then be free().
+    if (current != c10::GetDefaultCPUAllocator()) return;
     previous_ = current;
     c10::SetCPUAllocator(this, 0);
     // An allocator registered with a higher priority keeps its place: then nothing is cached.
@@ -107,14 +128,16 @@ class Cache final : public c10::Allocator {
   }
 
   void exit() {
-    std::unique_lock<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(*mu_);
     TORCH_CHECK(depth_ > 0, "mprnet cpu_cache: exit() without a matching enter()");
-    if (--depth_ > 0) return;
-    if (active_ && c10::GetCPUAllocator() == this) c10::SetCPUAllocator(previous_, 0);
-    active_ = false;
-    ++stats_.scopes;
-    // Keep what this scope freed (the next forward of the same size wants the same blocks);
-    // blocks it never took are from another size or an older pattern.
+    if (--depth_ == 0) {
+      if (active_ && c10::GetCPUAllocator() == this) c10::SetCPUAllocator(previous_, 0);
+      active_ = false;
+      ++stats_.scopes;
+    }
+    // Keep what was freed since the last exit of any scope (the next forward of the same size
+    // wants the same blocks); older blocks nobody took since are from another size or pattern.
+    // At every exit, not only the outermost: scopes of several threads may overlap for ever.
     std::vector<void*> stale;
     for (auto it = free_.begin(); it != free_.end();) {
       if (it->second.generation != generation_) {
@@ -131,7 +154,7 @@ class Cache final : public c10::Allocator {
   }
 
   std::int64_t empty() {
-    std::unique_lock<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(*mu_);
     std::multimap<std::size_t, Free> blocks;
     blocks.swap(free_);
     const std::int64_t bytes = stats_.cached_bytes;
@@ -142,12 +165,21 @@ class Cache final : public c10::Allocator {
   }
 
   Stats stats() {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(*mu_);
     Stats s = stats_;
     s.depth = depth_;
     s.active = active_;
     s.supported = MPRNET_CPU_CACHE_SUPPORTED;
     return s;
+  }
+
+  // A forked child has one thread: no scope is open there, whatever the parent's threads were
+  // doing, and the lock may have been held by a thread that does not exist in the child.
+  void reset_after_fork() {
+    mu_ = new std::mutex();  // the parent's (perhaps locked) mutex is left alone
+    if (c10::GetCPUAllocator() == this && previous_ != nullptr) c10::SetCPUAllocator(previous_, 0);
+    depth_ = 0;
+    active_ = false;
   }
 
  private:
@@ -180,9 +212,17 @@ class Cache final : public c10::Allocator {
     return p;
   }
 
+  // What the profiler's memory view would have seen from the default allocator.
+  static void report(void* p, std::int64_t delta, std::int64_t in_use, std::int64_t held) {
+    if (c10::memoryProfilingEnabled()) {
+      c10::reportMemoryUsageToProfiler(p, delta, static_cast<std::size_t>(in_use), static_cast<std::size_t>(held),
+                                       c10::Device(c10::DeviceType::CPU));
+    }
+  }
+
   c10::Allocator* base() const { return previous_ != nullptr ? previous_ : c10::GetDefaultCPUAllocator(); }
 
-  std::mutex mu_;
+  std::mutex* mu_ = new std::mutex();
   c10::Allocator* previous_ = nullptr;
   int depth_ = 0;
   bool active_ = false;
@@ -199,6 +239,7 @@ Cache& cache() {
 }
 
 void release(void* p) { cache().free(p); }
+void reset_in_forked_child() { cache().reset_after_fork(); }
 
 }  // namespace
 

@@ -7,12 +7,16 @@
 // the pages are touched once. Outside every scope the allocator is the one installed before.
 //
 // How: enter() installs the cache as c10's CPU allocator (the one at::empty asks) while at least
-// one scope is open; exit() of the last scope puts the previous allocator back and frees the
-// blocks that scope did not use, keeping the rest for the next scope. Blocks come from
-// c10::alloc_cpu and go back with c10::free_cpu, like the default allocator's, because oneDNN
-// (ideep) allocates through raw_allocate under whichever allocator is current and frees through
-// raw_deallocate under whichever is current then: a block may be freed by the default allocator,
-// and the default's may come back here (passed on to it).
+// one scope is open, and only over the default allocator; exit() of the last scope puts it back.
+// Every exit frees the cached blocks nobody took since the previous exit (of any scope: scopes
+// of several threads may overlap for ever) and keeps the rest for the next forward. Blocks come
+// from c10::alloc_cpu and go back with c10::free_cpu, like the default allocator's, because
+// oneDNN (ideep) allocates through raw_allocate under whichever allocator is current and frees
+// through raw_deallocate under whichever is current then: a block may be freed by the default
+// allocator (its entry in the table of blocks handed out then stays, and is recognised by
+// malloc_usable_size or replaced when the address comes back), and the default's may come here
+// (passed on to it). Allocations and frees are reported to the profiler's memory view as the
+// default allocator's are; a forked child starts with no scope open.
 #pragma once
 
 #include <cstddef>
@@ -28,8 +32,8 @@ struct Stats {
   std::int64_t hits = 0;          // allocations served from a cached block
   std::int64_t misses = 0;        // allocations of kMinBytes or more that took a new block
   std::int64_t cached_bytes = 0;  // held in free blocks, ready for reuse
-  std::int64_t live_bytes = 0;    // in blocks handed out and not yet freed
-  std::int64_t scopes = 0;        // outermost scopes closed
+  std::int64_t live_bytes = 0;    // in blocks handed out and not freed through the cache
+  std::int64_t scopes = 0;        // outermost scopes closed (nested ones are not counted)
   int depth = 0;                  // scopes open now
   bool active = false;            // installed as the CPU allocator now
   bool supported = false;         // false where the cache cannot check a block's size (non-glibc)
