@@ -68,11 +68,11 @@ class Cache final : public c10::Allocator {
         return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
       }
     }
-    return base()->allocate(n);
+    return c10::GetDefaultCPUAllocator()->allocate(n);
   }
 
   // The same deleter for every pointer, as raw_deallocate requires: it tells its own blocks from
-  // the previous allocator's by the table of blocks handed out.
+  // the default allocator's by the table of blocks handed out.
   c10::DeleterFnPtr raw_deleter() const override { return &release; }
 
   void copy_data(void* dest, const void* src, std::size_t count) const override {
@@ -90,10 +90,9 @@ class Cache final : public c10::Allocator {
       live_.erase(it);
       it = live_.end();
     }
-    if (it == live_.end()) {  // not ours: the previous allocator's (a raw_deallocate here)
-      c10::DeleterFnPtr d = base()->raw_deleter();
+    if (it == live_.end()) {  // not ours: the default allocator's (a raw_deallocate here)
       lock.unlock();
-      (d != nullptr ? d : &c10::free_cpu)(p);
+      c10::GetDefaultCPUAllocator()->raw_deleter()(p);
       return;
     }
     const std::size_t size = it->second;
@@ -118,10 +117,9 @@ class Cache final : public c10::Allocator {
       active_ = true;
       return;
     }
-    // Only over the default allocator: oneDNN may free a block of ours through the previous
-    // allocator's deleter, which must then be free().
+    // Only over the default allocator: oneDNN may free a block of ours through its deleter after
+    // the scope (so blocks are malloc's), and pointers the cache does not know go to that deleter.
     if (current != c10::GetDefaultCPUAllocator()) return;
-    previous_ = current;
     c10::SetCPUAllocator(this, 0);
     // An allocator registered with a higher priority keeps its place: then nothing is cached.
     active_ = c10::GetCPUAllocator() == this;
@@ -131,23 +129,14 @@ class Cache final : public c10::Allocator {
     std::unique_lock<std::mutex> lock(*mu_);
     TORCH_CHECK(depth_ > 0, "mprnet cpu_cache: exit() without a matching enter()");
     if (--depth_ == 0) {
-      if (active_ && c10::GetCPUAllocator() == this) c10::SetCPUAllocator(previous_, 0);
+      if (active_ && c10::GetCPUAllocator() == this) c10::SetCPUAllocator(c10::GetDefaultCPUAllocator(), 0);
       active_ = false;
       ++stats_.scopes;
     }
     // Keep what was freed since the last exit of any scope (the next forward of the same size
     // wants the same blocks); older blocks nobody took since are from another size or pattern.
     // At every exit, not only the outermost: scopes of several threads may overlap for ever.
-    std::vector<void*> stale;
-    for (auto it = free_.begin(); it != free_.end();) {
-      if (it->second.generation != generation_) {
-        stale.push_back(it->second.p);
-        stats_.cached_bytes -= it->first;
-        it = free_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    const std::vector<void*> stale = detach_cached(/*all=*/false);
     ++generation_;
     lock.unlock();
     for (void* p : stale) c10::free_cpu(p);
@@ -155,12 +144,10 @@ class Cache final : public c10::Allocator {
 
   std::int64_t empty() {
     std::unique_lock<std::mutex> lock(*mu_);
-    std::multimap<std::size_t, Free> blocks;
-    blocks.swap(free_);
     const std::int64_t bytes = stats_.cached_bytes;
-    stats_.cached_bytes = 0;
+    const std::vector<void*> blocks = detach_cached(/*all=*/true);
     lock.unlock();
-    for (auto& b : blocks) c10::free_cpu(b.second.p);
+    for (void* p : blocks) c10::free_cpu(p);
     return bytes;
   }
 
@@ -177,7 +164,7 @@ class Cache final : public c10::Allocator {
   // doing, and the lock may have been held by a thread that does not exist in the child.
   void reset_after_fork() {
     mu_ = new std::mutex();  // the parent's (perhaps locked) mutex is left alone
-    if (c10::GetCPUAllocator() == this && previous_ != nullptr) c10::SetCPUAllocator(previous_, 0);
+    if (c10::GetCPUAllocator() == this) c10::SetCPUAllocator(c10::GetDefaultCPUAllocator(), 0);
     depth_ = 0;
     active_ = false;
   }
@@ -212,6 +199,22 @@ class Cache final : public c10::Allocator {
     return p;
   }
 
+  // Takes the cached blocks (all, or those nobody took since the last exit) out of the table,
+  // for the caller to free once the lock is released. Called with mu_ held.
+  std::vector<void*> detach_cached(bool all) {
+    std::vector<void*> out;
+    for (auto it = free_.begin(); it != free_.end();) {
+      if (all || it->second.generation != generation_) {
+        out.push_back(it->second.p);
+        stats_.cached_bytes -= it->first;
+        it = free_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return out;
+  }
+
   // What the profiler's memory view would have seen from the default allocator.
   static void report(void* p, std::int64_t delta, std::int64_t in_use, std::int64_t held) {
     if (c10::memoryProfilingEnabled()) {
@@ -220,10 +223,7 @@ class Cache final : public c10::Allocator {
     }
   }
 
-  c10::Allocator* base() const { return previous_ != nullptr ? previous_ : c10::GetDefaultCPUAllocator(); }
-
   std::mutex* mu_ = new std::mutex();
-  c10::Allocator* previous_ = nullptr;
   int depth_ = 0;
   bool active_ = false;
   std::uint64_t generation_ = 0;

@@ -41,6 +41,7 @@ from ..cpu_cache import plain_cpu_inference
 
 __all__ = ["PackedConv2d", "applies", "conv_add", "conv_prelu", "pack_convs"]
 
+
 def _fusable() -> tuple:
     # oneDNN refuses bfloat16 convolutions on CPUs without avx_ne_convert or AVX-512 BW/VL/DQ
     # (eager's bfloat16 convolution then takes another path, which the fallback keeps).
